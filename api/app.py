@@ -1,0 +1,107 @@
+"""`create_app(ledger)`: the FastAPI application of PROTOCOL.md section 6.
+
+Routes parse the request, call one `Ledger` method and return its view. Bodies are read as
+raw bytes (the ledger checks JSON strictness itself) with the section 5 size limits enforced
+before the body is read whole.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from api import errors
+from api.openapi import BATCH_BODY, ENVELOPE_BODY
+from ledger.application import MAX_BATCH_BYTES, MAX_ENVELOPE_BYTES, Ledger
+from ledger.errors import TooLarge
+from ledger.views import LedgerInfoView, LogEntries, Receipt
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"the body is {declared} bytes; the limit is {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"the body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(ledger: Ledger, open_reads: bool = False) -> FastAPI:
+    app = FastAPI(
+        title="chipledger",
+        version="1",
+        description="A signed custody ledger for export-controlled AI chips (PROTOCOL.md).",
+    )
+    errors.install(app)
+    app.include_router(_ledger_router(ledger))
+    app.include_router(_events_router(ledger))
+    app.include_router(_log_router(ledger))
+    if open_reads:
+
+        @app.middleware("http")
+        async def say_open(request: Request, call_next: Any) -> Response:
+            response: Response = await call_next(request)
+            response.headers["X-Chipledger-Open-Reads"] = "true"
+            return response
+
+    return app
+
+
+def _ledger_router(ledger: Ledger) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["ledger"])
+
+    @router.get("/ledger", response_model=LedgerInfoView)
+    def get_ledger() -> LedgerInfoView:
+        return ledger.ledger_info()
+
+    return router
+
+
+def _events_router(ledger: Ledger) -> APIRouter:
+    router = APIRouter(prefix="/v1/events", tags=["events"])
+
+    @router.post(
+        "",
+        status_code=201,
+        response_model=Receipt,
+        openapi_extra=ENVELOPE_BODY,
+        responses={200: {"description": "a repeat: the original receipt", "model": Receipt}},
+    )
+    async def post_event(request: Request) -> JSONResponse:
+        body = await read_body(request, MAX_ENVELOPE_BYTES)
+        outcome = await run_in_threadpool(ledger.submit, body)
+        status = 200 if outcome.repeated else 201
+        return JSONResponse(outcome.receipt.model_dump(mode="json"), status_code=status)
+
+    @router.post("/batch", status_code=201, openapi_extra=BATCH_BODY)
+    async def post_batch(request: Request) -> dict[str, list[Receipt]]:
+        body = await read_body(request, MAX_BATCH_BYTES)
+        outcomes = await run_in_threadpool(ledger.submit_batch, body)
+        return {"receipts": [o.receipt for o in outcomes]}
+
+    return router
+
+
+def _log_router(ledger: Ledger) -> APIRouter:
+    router = APIRouter(prefix="/v1/log", tags=["log"])
+
+    @router.get("/entries", response_model=LogEntries)
+    def get_entries(
+        start: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> LogEntries:
+        return ledger.log_entries(start, limit)
+
+    @router.get("/key", response_class=PlainTextResponse)
+    def get_key() -> str:
+        return ledger.info.log_key + "\n"
+
+    return router

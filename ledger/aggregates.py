@@ -1,0 +1,151 @@
+"""Aggregates of the registry and the ledger: each rebuilt from its own stored events.
+
+Appliers (`when`) only assign: they re-run on every replay, so they read no clock and cannot
+fail. Commands that decide whether an event may happen live in `ledger.registry`; these
+classes only hold state. Ids are UUIDv5 of a typed name, so a party, site or claim has one
+stream, and creating it twice is refused by the event store itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import singledispatchmethod
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import BaseAggregate
+
+from ledger import events
+from ledger.crypto import decode_public_key, key_id
+
+NAMESPACE = UUID("6f0f1f0e-6c1b-5d2e-9a57-636869706c65")
+
+
+def stream_id(kind: str, name: str) -> UUID:
+    """The stream of a named object: `party:bis`, `site:dxb-2`, `event:<uuid>`, `key:<hex>`."""
+    return uuid5(NAMESPACE, f"{kind}:{name}")
+
+
+LOG_ID = stream_id("ledger", "log")
+LEDGER_ID = stream_id("ledger", "info")
+
+
+class Aggregate(BaseAggregate[UUID]):
+    """Explicit trigger-and-apply: events come from `ledger.events`, `when` assigns them."""
+
+    @singledispatchmethod
+    def when(self, event: events.AggregateEvent) -> None:
+        raise NotImplementedError(type(event).__name__)  # a programming error, not input
+
+
+class LedgerInfo(Aggregate):
+    """What `chipledger init` fixed: the origin, the trust-root key, the log's public key."""
+
+    @singledispatchmethod
+    def when(self, event: events.AggregateEvent) -> None:
+        raise NotImplementedError(type(event).__name__)
+
+    @when.register
+    def _(self, event: events.LedgerInitialised) -> None:
+        self.origin = event.origin
+        self.authority_key = event.authority_key
+        self.log_key = event.log_key
+
+
+class Claim(Aggregate):
+    """A unique name taken once, ever: an event id (with its payload digest) or a key id."""
+
+    @singledispatchmethod
+    def when(self, event: events.AggregateEvent) -> None:
+        raise NotImplementedError(type(event).__name__)
+
+    @when.register
+    def _(self, event: events.Claimed) -> None:
+        self.name = event.name
+        self.owner = event.owner
+        self.digest = event.digest
+        self.seq = event.seq
+
+
+@dataclass
+class Key:
+    public_key: str
+    added_seq: int
+    revoked_seq: int | None = None
+    compromised_since: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_seq is None
+
+
+@dataclass
+class Listing:
+    reason: str
+    seq: int
+
+
+class Party(Aggregate):
+    """A registered party: its roles, countries, keys (with revocations) and listings."""
+
+    def has_role(self, *roles: str) -> bool:
+        return any(role in self.roles for role in roles)
+
+    @property
+    def active_keys(self) -> list[str]:
+        return [kid for kid, key in self.keys.items() if key.active]
+
+    @singledispatchmethod
+    def when(self, event: events.AggregateEvent) -> None:
+        raise NotImplementedError(type(event).__name__)
+
+    @when.register
+    def _(self, event: events.PartyRegistered) -> None:
+        spec = event.fact.party
+        self.party_id = spec.id
+        self.name = spec.name
+        self.roles = list(spec.roles)
+        self.country = spec.country
+        self.headquarters = spec.headquarters
+        self.registered_seq = event.accepted.seq
+        self.keys: dict[str, Key] = {}
+        self.lists: dict[str, Listing] = {}
+        for text in spec.keys:
+            self.keys[key_id(decode_public_key(text))] = Key(text, event.accepted.seq)
+
+    @when.register
+    def _(self, event: events.PartyKeyAdded) -> None:
+        self.keys[key_id(decode_public_key(event.fact.key))] = Key(
+            event.fact.key, event.accepted.seq
+        )
+
+    @when.register
+    def _(self, event: events.PartyKeyRevoked) -> None:
+        key = self.keys[event.fact.keyid]
+        key.revoked_seq = event.accepted.seq
+        key.compromised_since = event.fact.compromised_since
+
+    @when.register
+    def _(self, event: events.PartyListed) -> None:
+        self.lists[event.fact.list] = Listing(event.fact.reason, event.accepted.seq)
+
+    @when.register
+    def _(self, event: events.PartyDelisted) -> None:
+        self.lists.pop(event.fact.list, None)
+
+
+class Site(Aggregate):
+    """A registered site: who operates it and in which country."""
+
+    @singledispatchmethod
+    def when(self, event: events.AggregateEvent) -> None:
+        raise NotImplementedError(type(event).__name__)
+
+    @when.register
+    def _(self, event: events.SiteRegistered) -> None:
+        spec = event.fact.site
+        self.site_id = spec.id
+        self.operator = spec.operator
+        self.country = spec.country
+        self.name = spec.name
+        self.registered_seq = event.accepted.seq

@@ -1,0 +1,78 @@
+"""Bytes in and bytes out: strict JSON, RFC 8785 canonical form, strict base64.
+
+One function makes canonical bytes (`canonical`), one parses untrusted JSON (`parse_json`),
+one decodes base64 (`b64decode_strict`). Parsing refuses what PROTOCOL.md section 1-2 refuses:
+duplicated keys anywhere, NaN and Infinity, invalid UTF-8. It does not check any schema.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+import rfc8785
+
+from ledger.errors import BadRequest, InvalidEvent
+
+
+class DuplicateKey(ValueError):
+    """A JSON object names the same key twice."""
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise DuplicateKey(key)
+        obj[key] = value
+    return obj
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json(data: bytes, what: str = "body") -> Any:
+    """Parse untrusted JSON: BadRequest if it is not JSON, InvalidEvent on a duplicated key."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the {what} is not UTF-8 text (byte {exc.start}); send JSON") from None
+    try:
+        return json.loads(
+            text,
+            object_pairs_hook=_object_without_duplicates,
+            parse_constant=_refuse_constant,
+        )
+    except DuplicateKey as exc:
+        raise InvalidEvent(
+            f"the {what} names the key {exc.args[0]!r} twice; every key must appear once"
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"the {what} is not valid JSON: {exc}") from None
+
+
+def canonical(value: Any) -> bytes:
+    """RFC 8785 (JCS) bytes of a JSON value: the one byte form that is signed and hashed."""
+    try:
+        return rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError as exc:
+        raise InvalidEvent(f"the value cannot be put in canonical JSON form: {exc}") from None
+
+
+def b64encode(data: bytes) -> str:
+    """Standard, padded base64 (RFC 4648 section 4)."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64decode_strict(text: str, what: str) -> bytes:
+    """Decode standard padded base64 that re-encodes to exactly the same text."""
+    try:
+        data = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise InvalidEvent(f"{what} is not standard padded base64") from None
+    if b64encode(data) != text:
+        raise InvalidEvent(f"{what} is not in canonical base64 form (it must re-encode exactly)")
+    return data

@@ -1,0 +1,113 @@
+"""The stored domain events: facts the ledger has accepted, as frozen pydantic models.
+
+Class names here are stored as topics (`ledger.events:PartyRegistered`) and are a published
+API: renaming one is a migration. Each aggregate event carries the accepted wire object
+(`fact`), its log position `seq` and its `envelope_hash`. `EntryRecorded` is the log itself:
+one per accepted envelope, at version `seq` of the log stream.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import CanInitAggregate, CanMutateAggregate
+from pydantic import BaseModel, ConfigDict
+
+from ledger import wire
+
+
+class DomainEvent(BaseModel):
+    """What every stored event has: the library's originator id, version and timestamp."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    originator_id: UUID
+    originator_version: int
+    timestamp: datetime
+
+
+class AggregateEvent(DomainEvent, CanMutateAggregate[UUID]):
+    """An event that changes one aggregate; the aggregate's `when` assigns its effect."""
+
+    def apply(self, aggregate: Any) -> None:
+        aggregate.when(self)
+
+
+class AggregateCreated(AggregateEvent, CanInitAggregate[UUID]):
+    originator_topic: str
+
+
+class Accepted(BaseModel):
+    """Where an accepted envelope sits in the log."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seq: int
+    envelope_hash: str
+
+
+# -- The ledger itself ------------------------------------------------------------------------
+
+
+class LedgerInitialised(AggregateCreated):
+    origin: str
+    authority_key: str
+    log_key: str
+
+
+class EntryRecorded(DomainEvent):
+    """One accepted envelope, exactly as accepted, with its receipt."""
+
+    seq: int
+    event_id: str
+    event_type: str
+    actor: str
+    envelope: str
+    envelope_hash: str
+    leaf_hash: str
+    recorded_at: str
+    findings: list[dict[str, Any]]
+
+
+class Claimed(AggregateCreated):
+    """A unique name (an event id, a key id) taken by the entry at `seq`."""
+
+    name: str
+    owner: str
+    digest: str
+    seq: int
+
+
+# -- The registry -------------------------------------------------------------------------------
+
+
+class PartyRegistered(AggregateCreated):
+    fact: wire.PartyRegistered
+    accepted: Accepted
+
+
+class PartyKeyAdded(AggregateEvent):
+    fact: wire.PartyKeyAdded
+    accepted: Accepted
+
+
+class PartyKeyRevoked(AggregateEvent):
+    fact: wire.PartyKeyRevoked
+    accepted: Accepted
+
+
+class PartyListed(AggregateEvent):
+    fact: wire.PartyListed
+    accepted: Accepted
+
+
+class PartyDelisted(AggregateEvent):
+    fact: wire.PartyDelisted
+    accepted: Accepted
+
+
+class SiteRegistered(AggregateCreated):
+    fact: wire.SiteRegistered
+    accepted: Accepted

@@ -1,0 +1,98 @@
+"""The unit of work: what one acceptance (or one batch) reads, changes and appends.
+
+Lookups see the store plus everything earlier envelopes of the same batch changed, so a batch
+may register a party and then its site. Nothing reaches the store until the application saves
+`aggregates()` and `entries` in one transaction; a refusal simply drops the unit.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Repository
+
+from ledger import events
+from ledger.aggregates import Aggregate, Claim, Party, Site, stream_id
+from ledger.crypto import decode_public_key
+
+A = TypeVar("A", bound=Aggregate)
+
+
+class UnitOfWork:
+    def __init__(
+        self,
+        repository: Repository[UUID],
+        next_seq: int,
+        now: datetime,
+        genesis: str | None,
+        trust_root: str,
+    ) -> None:
+        self._repository = repository
+        self._loaded: dict[UUID, Aggregate | None] = {}
+        self.first_seq = next_seq
+        self.next_seq = next_seq
+        self.now = now
+        self.genesis = genesis
+        self.trust_root = trust_root
+        self.entries: list[events.EntryRecorded] = []
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def _get(self, cls: type[A], kind: str, name: str) -> A | None:
+        sid = stream_id(kind, name)
+        if sid not in self._loaded:
+            try:
+                self._loaded[sid] = self._repository.get(sid)
+            except AggregateNotFoundError:
+                self._loaded[sid] = None
+        found = self._loaded[sid]
+        return found if isinstance(found, cls) else None
+
+    def party(self, party_id: str) -> Party | None:
+        return self._get(Party, "party", party_id)
+
+    def site(self, site_id: str) -> Site | None:
+        return self._get(Site, "site", site_id)
+
+    def claim(self, name: str) -> Claim | None:
+        return self._get(Claim, "claim", name)
+
+    def active_key(self, kid: str) -> tuple[str, bytes] | None:
+        """(party, raw public key) of a registered key that is not revoked."""
+        claim = self.claim(f"key:{kid}")
+        party = self.party(claim.owner) if claim else None
+        key = party.keys.get(kid) if party else None
+        if party is None or key is None or not key.active:
+            return None
+        return party.party_id, decode_public_key(key.public_key)
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def add(self, aggregate: Aggregate, kind: str, name: str) -> None:
+        """A new aggregate created by this unit."""
+        self._loaded[stream_id(kind, name)] = aggregate
+
+    def take(self, name: str, owner: str, digest: str = "") -> None:
+        """Claim a unique name for the entry being accepted."""
+        claim = Claim._create(
+            events.Claimed,
+            id=stream_id("claim", name),
+            timestamp=self.now,
+            name=name,
+            owner=owner,
+            digest=digest,
+            seq=self.next_seq,
+        )
+        self.add(claim, "claim", name)
+
+    def aggregates(self) -> list[Aggregate]:
+        return [a for a in self._loaded.values() if a is not None and a.pending_events]
+
+    def recorded(self, seq: int) -> events.EntryRecorded | None:
+        index = seq - self.first_seq
+        return self.entries[index] if 0 <= index < len(self.entries) else None
+
+    def pending(self) -> list[Any]:
+        return [*self.aggregates(), *self.entries]

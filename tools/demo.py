@@ -1,0 +1,122 @@
+"""Demo data for `make run`: a new ledger with parties, keys and sites, signed like any client.
+
+Keys are made fresh on first run under DIR/keys (never committed); the events go through
+`Ledger.submit`, the same path as `POST /v1/events`. A store that already holds a ledger is
+left exactly as it is.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from ledger.application import Ledger
+from ledger.crypto import Signer
+from ledger.signing import envelope, read_signer, write_key_pair, write_secret
+from ledger.wire import format_time
+
+ORIGIN = "chipledger.local/ledger"
+PARTIES: list[dict[str, Any]] = [
+    {
+        "id": "bis",
+        "name": "Bureau of Industry and Security",
+        "roles": ["authority"],
+        "country": "US",
+    },
+    {
+        "id": "audit-office",
+        "name": "Export Enforcement Investigations",
+        "roles": ["investigator"],
+        "country": "US",
+    },
+    {"id": "nvidia", "name": "NVIDIA Corporation", "roles": ["vendor"], "country": "US"},
+    {"id": "gulf-cloud", "name": "Gulf Cloud LLC", "roles": ["buyer"], "country": "AE"},
+    {"id": "desert-ai", "name": "Desert AI FZCO", "roles": ["buyer"], "country": "AE"},
+    {
+        "id": "lion-compute",
+        "name": "Lion Compute Pte",
+        "roles": ["buyer"],
+        "country": "SG",
+        "hq_country": "HK",
+    },
+    {"id": "fastfreight", "name": "FastFreight Forwarding", "roles": ["carrier"], "country": "MY"},
+]
+SITES = [
+    ("tsmc-f18", "nvidia", "TW", "Fab 18 (packaging and test)"),
+    ("dxb-1", "gulf-cloud", "AE", "Dubai South DC1"),
+    ("dxb-2", "desert-ai", "AE", "Jebel Ali AI campus"),
+    ("sin-3", "lion-compute", "SG", "Tuas data hall 3"),
+]
+
+
+@dataclass
+class Demo:
+    ledger: Ledger
+    keys: dict[str, Signer] = field(default_factory=dict)
+
+    def event(self, kind: str, actor: str, **fields: Any) -> dict[str, Any]:
+        at = self.ledger.clock() - timedelta(minutes=1)
+        return {
+            "type": kind,
+            "id": str(uuid.uuid4()),
+            "ledger": ORIGIN,
+            "actor": actor,
+            "at": format_time(at),
+            **fields,
+        }
+
+    def submit(self, event: dict[str, Any], *signers: str) -> None:
+        self.ledger.submit(envelope(event, [self.keys[s] for s in signers]))
+
+
+def _keys(directory: Path) -> dict[str, Signer]:
+    keys = {}
+    for party in [p["id"] for p in PARTIES] + ["nvidia-2"]:
+        path = directory / f"{party}.key"
+        keys[party] = read_signer(path) if path.exists() else write_key_pair(directory, party)
+    return keys
+
+
+def load_demo(store: str, directory: Path) -> str:
+    """Create and fill a demo ledger in `store`, unless it already holds one."""
+    ledger = Ledger(store)
+    if ledger.initialised:
+        return f"{store} already holds a ledger ({ledger.size()} entries); left as it is"
+    keys = _keys(directory / "keys")
+    log_key = directory / "log.key"
+    log_signer = read_signer(log_key) if log_key.exists() else Signer.generate()
+    if not log_key.exists():
+        write_secret(log_key, log_signer)
+    ledger.initialise(ORIGIN, keys["bis"].public_key_b64, log_signer.public_key)
+    demo = Demo(ledger, keys)
+    _registry(demo)
+    return f"demo ledger in {store}: {ledger.size()} entries; party keys in {directory / 'keys'}"
+
+
+def _registry(demo: Demo) -> None:
+    for spec in PARTIES:
+        party = {**spec, "keys": [demo.keys[spec["id"]].public_key_b64]}
+        signers = ["bis"] if spec["id"] == "bis" else ["bis", spec["id"]]
+        demo.submit(demo.event("party.registered", "bis", party=party), *signers)
+    for site_id, operator, country, name in SITES:
+        site = {"id": site_id, "operator": operator, "country": country, "name": name}
+        demo.submit(demo.event("site.registered", operator, site=site), operator)
+    second = demo.keys["nvidia-2"]
+    demo.submit(
+        demo.event("party.key_added", "bis", party="nvidia", key=second.public_key_b64),
+        "bis",
+        "nvidia-2",
+    )
+    demo.submit(
+        demo.event(
+            "party.listed",
+            "bis",
+            party="fastfreight",
+            list="unverified",
+            reason="end use could not be verified on a 2026 site visit",
+        ),
+        "bis",
+    )
