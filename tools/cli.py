@@ -96,7 +96,13 @@ def serve(
         bool, typer.Option("--open-reads", help="Serve reads without tokens (local demo).")
     ] = False,
 ) -> None:
-    """Serve the ledger's HTTP API (PROTOCOL.md section 6)."""
+    """Serve the ledger's HTTP API (PROTOCOL.md section 6). `--port 0` picks a free port.
+
+    Prints `listening on http://HOST:PORT` on standard error once the socket accepts
+    connections, then serves until interrupted.
+    """
+    import socket
+
     import uvicorn
 
     from api import create_app
@@ -104,14 +110,15 @@ def serve(
 
     ledger = Ledger(store)
     ledger.check_log_key(read_signer(log_key))
-    typer.echo(
-        f"chipledger {ledger.info.origin}: API on http://{host}:{port}/v1, "
-        f"OpenAPI docs on http://{host}:{port}/docs",
-        err=True,
+    sock = socket.create_server((host, port))
+    bound = sock.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(ledger, open_reads=open_reads), log_level="warning", lifespan="off"
     )
-    uvicorn.run(
-        create_app(ledger, open_reads=open_reads), host=host, port=port, log_level="warning"
-    )
+    typer.echo(f"chipledger {ledger.info.origin}: {ledger.size()} entries in {store}", err=True)
+    typer.echo(f"OpenAPI docs on http://{host}:{bound}/docs", err=True)
+    typer.echo(f"listening on http://{host}:{bound}", err=True)
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 @app.command()
