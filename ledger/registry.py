@@ -213,7 +213,8 @@ class RegisterSite(Command[wire.SiteRegistered]):
         operator = require_party(unit, event.site.operator)
         if not operator.has_role(*OPERATOR_ROLES):
             raise NotAuthorized(
-                f"{operator.party_id!r} cannot operate a site: it must be a vendor, buyer or carrier"
+                f"{operator.party_id!r} cannot operate a site: "
+                "it must be a vendor, buyer or carrier"
             )
         if unit.site(event.site.id) is not None:
             raise Conflict(f"site id {event.site.id!r} is taken; choose another id")
