@@ -124,8 +124,7 @@ class Ledger(Application[UUID]):
         self._next_seq = last[0].originator_version + 1 if last else 0
         first = self._entries(0, 1)
         self._genesis = self._actor(first[0]) if first else None
-        if self.repository.cache is not None:
-            self.repository.cache.cache.clear()
+        self._repository = self.construct_repository()  # a fresh aggregate cache
 
     # -- writing --------------------------------------------------------------------------------
 

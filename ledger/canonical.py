@@ -60,6 +60,8 @@ def canonical(value: Any) -> bytes:
         return rfc8785.dumps(value)
     except rfc8785.CanonicalizationError as exc:
         raise InvalidEvent(f"the value cannot be put in canonical JSON form: {exc}") from None
+    except RecursionError:
+        raise InvalidEvent("the value is nested too deeply to be put in canonical form") from None
 
 
 def b64encode(data: bytes) -> str:

@@ -1,0 +1,1 @@
+"""An independent chipledger client, written from PROTOCOL.md alone (no project imports)."""
