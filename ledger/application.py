@@ -114,6 +114,11 @@ class Ledger(Application[UUID]):
             raise NotFound(f"{self.store} holds no ledger yet; run `chipledger init` first")
         return self._info
 
+    def _sync(self) -> None:
+        """Catch up with another writer of the same store, if the log moved on without us."""
+        if self.size() != self._next_seq:
+            self._refresh()
+
     def _refresh(self) -> None:
         """Read what other writers may have changed: the ledger, the log head, the genesis."""
         try:
@@ -152,6 +157,7 @@ class Ledger(Application[UUID]):
 
     def _commit(self, work: Callable[[UnitOfWork], list[Outcome]]) -> list[Outcome]:
         for _attempt in range(3):
+            self._sync()
             unit = self._unit()
             outcomes = work(unit)
             try:
@@ -261,6 +267,7 @@ class Ledger(Application[UUID]):
     # -- reading --------------------------------------------------------------------------------
 
     def ledger_info(self) -> LedgerInfoView:
+        self._sync()
         info = self.info
         return LedgerInfoView(
             origin=info.origin,

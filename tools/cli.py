@@ -43,7 +43,9 @@ StoreOpt = Annotated[
 
 @app.command()
 def keygen(
-    name: Annotated[str, typer.Argument(help="Key name: writes NAME.key and NAME.pub.")],
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="Key name: writes NAME.key and NAME.pub.")
+    ],
     directory: Annotated[Path, typer.Option("--dir", help="Where to write the files.")] = Path("."),
 ) -> None:
     """Make an Ed25519 key pair: DIR/NAME.key (secret seed, mode 0600) and DIR/NAME.pub.
@@ -143,7 +145,10 @@ def submit(
 
     with httpx.Client(base_url=url, timeout=30) as client:
         for path in files:
-            response = client.post("/v1/events", content=_read(path))
+            try:
+                response = client.post("/v1/events", content=_read(path))
+            except httpx.HTTPError as exc:
+                raise Refused(f"cannot reach the ledger at {url} ({exc}); is it serving?") from None
             if response.status_code >= 300:
                 raise Refused(f"{path}: {_error_text(response)}")
             typer.echo(json.dumps(response.json()))
