@@ -17,7 +17,7 @@ from typing import Any
 from ledger import wire
 from ledger.canonical import b64decode_strict, canonical, parse_json
 from ledger.crypto import PAYLOAD_TYPE, decode_public_key, key_id, pae, verify
-from ledger.errors import BadRequest, BadSignature, InvalidEvent
+from ledger.errors import BadRequest, BadSignature, InvalidEvent, TooLarge
 
 MAX_ENVELOPE_BYTES = 1 << 20
 CLOCK_SKEW = timedelta(minutes=5)
@@ -51,7 +51,7 @@ def decode(value: Any, origin: str, now: datetime) -> Decoded:
     envelope = wire.parse_envelope(value)
     whole = canonical(value)
     if len(whole) > MAX_ENVELOPE_BYTES:
-        raise InvalidEvent(f"the envelope is {len(whole)} bytes; the limit is 1 MiB")
+        raise TooLarge(f"the envelope is {len(whole)} bytes; the limit is 1 MiB")
     signatures = _signatures(envelope)
     payload = b64decode_strict(envelope.payload, "payload")
     event = wire.parse_event(_payload_json(payload))

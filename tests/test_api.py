@@ -8,10 +8,10 @@ protocol allows for a local demo; public reads and writes go through the plain a
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
-import re
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import pytest
@@ -85,14 +85,15 @@ def test_ledger_description_is_public_and_names_origin_keys_size_and_version(
     }
 
 
-def test_log_key_is_the_c2sp_verifier_key_text(client: TestClient) -> None:
-    log_key = client.get("/v1/ledger").json()["log_key"]
+def test_log_key_is_the_c2sp_verifier_key_of_the_log_seed(client: TestClient) -> None:
+    """Section 8: `<origin>+<8 hex of note key ID>+<base64 of 0x01 || public key>`."""
+    public = Signer(LOG_SEED).public_key
+    note_key_id = hashlib.sha256(ORIGIN.encode() + b"\n\x01" + public).digest()[:4]
+    key = base64.b64encode(b"\x01" + public).decode()
+    expected = f"{ORIGIN}+{note_key_id.hex()}+{key}"
 
-    origin, note_key_id, key = log_key.split("+")
-    assert origin == ORIGIN
-    assert re.fullmatch(r"[0-9a-f]{8}", note_key_id)
-    assert re.fullmatch(r"[A-Za-z0-9+/]{44}", "A" + key[1:] if key else "")
-    assert client.get("/v1/log/key").text.strip() == log_key
+    assert client.get("/v1/ledger").json()["log_key"] == expected
+    assert client.get("/v1/log/key").text == expected + "\n"
 
 
 def test_empty_ledger_has_size_zero_and_the_trust_root_key(ledger: Ledger) -> None:
@@ -112,7 +113,7 @@ def test_accepted_envelope_gets_a_201_receipt_with_its_hashes(
 ) -> None:
     clock.advance(hours=1)
     envelope = newcomer(world, "newco")
-    event = json.loads(__import__("base64").b64decode(envelope["payload"]))
+    event = json.loads(base64.b64decode(envelope["payload"]))
 
     response = post(client, envelope)
 
@@ -158,67 +159,77 @@ def test_envelope_sent_in_any_json_layout_is_stored_and_hashed_canonically(
 # -- POST /v1/events/batch ------------------------------------------------------------------------
 
 
-def _bad_signature(world: World) -> Json:
+def _bad_signature(world: World, _: Json) -> Json:
     envelope = newcomer(world, "badsig")
     envelope["signatures"][0]["sig"] = envelope["signatures"][1]["sig"]
     return envelope
 
 
-def _unknown_party(world: World) -> Json:
+def _unknown_party(world: World, _: Json) -> Json:
     event = world.event("party.listed", "bis", party="ghost", list="entity", reason="r")
     return world.envelope(event, "bis")
 
 
-def _wrong_role(world: World) -> Json:
+def _unsigned(world: World, _: Json) -> Json:
+    return {**newcomer(world, "nosig"), "signatures": []}
+
+
+def _wrong_role(world: World, _: Json) -> Json:
     event = world.event("party.listed", "nvidia", party="desert-ai", list="entity", reason="r")
     return world.envelope(event, "nvidia")
 
 
-def _bad_country(world: World) -> Json:
+def _bad_country(world: World, _: Json) -> Json:
     return world.site("dxb-9", "gulf-cloud", "ae")
 
 
-def _same_party_as_envelope_0(world: World) -> Json:
+def _same_party_as_envelope_0(world: World, _: Json) -> Json:
     return world.party("newco-0", ["buyer"], "AE", hq_country="AE")
 
 
-def _oversized(world: World) -> Json:
+def _same_id_as_envelope_0(world: World, first: Json) -> Json:
+    event = json.loads(base64.b64decode(first["payload"]))
+    event["party"] = {**event["party"], "name": "Other Bytes"}
+    return world.envelope(event, "bis", "newco-0")
+
+
+def _oversized(world: World, _: Json) -> Json:
     """An envelope over 1 MiB inside a batch under 16 MiB."""
     return {**newcomer(world, "big"), "payload": "A" * MiB}
 
 
 BATCH_CAUSES: list[Any] = [
     pytest.param(_bad_signature, 401, "bad_signature", id="bad-signature"),
-    pytest.param(lambda w: {**newcomer(w, "nosig"), "signatures": []}, 403, "not_authorized", id="no-signatures"),
+    pytest.param(_unsigned, 403, "not_authorized", id="no-signatures"),
     pytest.param(_wrong_role, 403, "not_authorized", id="wrong-role"),
     pytest.param(_unknown_party, 404, "not_found", id="unknown-party"),
     pytest.param(_same_party_as_envelope_0, 409, "conflict", id="party-id-taken-by-envelope-0"),
     pytest.param(_bad_country, 422, "invalid_event", id="bad-country"),
-    pytest.param(lambda w: "x", 422, "invalid_event", id="not-an-object"),
-    # PROTOCOL.md is silent on the status of one oversized envelope inside a batch whose body
-    # is within its 16 MiB; the ledger answers 422 naming the 1 MiB limit.
-    pytest.param(_oversized, 422, "invalid_event", id="envelope-over-1MiB"),
-]  # fmt: skip
+    pytest.param(_same_id_as_envelope_0, 409, "conflict", id="event-id-of-envelope-0-other-bytes"),
+    pytest.param(lambda w, _: "x", 422, "invalid_event", id="not-an-object"),
+    # Size is the first check of PROTOCOL.md section 5, for one envelope inside a batch too.
+    pytest.param(_oversized, 413, "too_large", id="envelope-over-1MiB"),
+]
 
 
 @pytest.mark.parametrize(("bad", "status", "code"), BATCH_CAUSES)
 def test_batch_with_a_bad_third_envelope_stores_nothing_and_names_index_2(
     client: TestClient,
     world: World,
-    bad: Callable[[World], Any],
+    bad: Callable[[World, Json], Any],
     status: int,
     code: str,
 ) -> None:
     first, second = newcomer(world, "newco-0"), newcomer(world, "newco-1")
-    batch = [first, second, bad(world), newcomer(world, "newco-3")]
+    batch = [first, second, bad(world, first), newcomer(world, "newco-3")]
 
     response = post_batch(client, batch)
 
     error = assert_error(response, status, code)
     assert error["index"] == 2
     assert size(client) == POPULATED_SIZE
-    assert post(client, first).status_code == 201
-    assert post(client, first).json()["seq"] == POPULATED_SIZE
+    alone = post(client, first)
+    assert (alone.status_code, alone.json()["seq"]) == (201, POPULATED_SIZE)
 
 
 def test_batch_receipts_take_dense_seqs_in_order(client: TestClient, world: World) -> None:
@@ -342,13 +353,13 @@ def test_too_large_is_answered_from_content_length_before_the_body_is_read(
 ) -> None:
     app = create_app(populated)
     reads: list[str] = []
-    sent: list[Json] = []
+    sent: list[MutableMapping[str, Any]] = []
 
     async def receive() -> Json:
         reads.append(path)
         return {"type": "http.request", "body": b"{}", "more_body": False}
 
-    async def send(message: Json) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     scope = {
@@ -447,6 +458,10 @@ def test_unknown_routes_and_methods_get_the_error_body(
     assert_error(client.request(method, path), status, code)
 
 
+LONE_SURROGATE = (
+    b'{"payloadType": "application/vnd.chipledger.event.v1+json", "payload": "\\ud800", '
+    b'"signatures": []}'
+)
 JUNK: list[Any] = [
     pytest.param(b"", {400}, id="empty"),
     pytest.param(b"   \n", {400}, id="whitespace"),
@@ -462,17 +477,18 @@ JUNK: list[Any] = [
     pytest.param(b"\xff\xfe\x00{}", {400}, id="invalid-utf8"),
     pytest.param(b"\xef\xbb\xbf{}", {400}, id="utf8-bom"),
     pytest.param(b'{"a":"\x01"}', {400}, id="raw-control-character"),
-    pytest.param(b'{"payloadType": "\\ud800"}', {422}, id="lone-surrogate"),
-    pytest.param(b'{"envelopes": ["\\ud800"]}', {422}, id="lone-surrogate-in-batch"),
+    pytest.param(LONE_SURROGATE, {422}, id="lone-surrogate"),
+    pytest.param(b'{"envelopes": [' + LONE_SURROGATE + b"]}", {422}, id="lone-surrogate-in-batch"),
     pytest.param(b'{"envelopes": null}', {422}, id="envelopes-null"),
     pytest.param(b'{"envelopes": []}', {422}, id="envelopes-empty"),
     pytest.param(b'{"envelopes": [{}], "x": 1}', {422}, id="envelopes-and-more"),
+    # Valid JSON beyond the parser's limits: refused as JSON (400) or as no envelope (422).
     pytest.param(b"[" * 100_000 + b"]" * 100_000, {400, 422}, id="deeply-nested-arrays"),
     pytest.param(b'{"payloadType":' + b"[" * 500 + b"]" * 500 + b"}", {422}, id="nested-field"),
     pytest.param(b"9" * 5000, {400, 422}, id="huge-integer"),
     pytest.param(b'{"envelopes": [' + b"9" * 4000 + b"]}", {422}, id="big-integer-envelope"),
     pytest.param(b"[" + b"0," * 50_000 + b"0]", {422}, id="long-array"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("path", ["/v1/events", "/v1/events/batch"])

@@ -9,6 +9,7 @@ last group shows that order where two faults meet in one envelope.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,11 +115,16 @@ def with_party(**changes: Any) -> Build:
     return lambda kit: body(World.envelope(newcomer(kit, **changes), "bis", "tsmc"))
 
 
+def non_ascii_payload(kit: Kit) -> bytes:
+    """The canonical bytes of a good event whose name is not ASCII."""
+    return canonical(newcomer(kit, name="Société Taiwan"))
+
+
 def with_payload(transform: Callable[[bytes], bytes]) -> Build:
     """The good event's canonical bytes transformed, then correctly signed as they are."""
 
     def build(kit: Kit) -> bytes:
-        payload = canonical(newcomer(kit, name="Société Taiwan"))
+        payload = non_ascii_payload(kit)
         changed = transform(payload)
         assert changed != payload, "the row must change the payload"
         return body(sign_bytes(changed, "bis", "tsmc"))
@@ -169,10 +175,9 @@ def url_safe(text: str) -> str:
 
 def nonzero_pad_bits(text: str) -> str:
     """Set a padding bit of the last character before `=`: lenient decoders ignore it."""
-    head, last, pad = text.rstrip("="), "", text[len(text.rstrip("=")) :]
-    head, last = head[:-1], head[-1]
-    assert pad, "needs a padded text"
-    return head + ALPHABET[ALPHABET.index(last) | 1] + pad
+    data = text.rstrip("=")
+    assert data != text, "needs a padded text"
+    return data[:-1] + ALPHABET[ALPHABET.index(data[-1]) | 1] + text[len(data) :]
 
 
 def line_breaks(text: str) -> str:
@@ -356,6 +361,45 @@ def signature_over_other_payload(kit: Kit) -> bytes:
     return body(envelope)
 
 
+ORDER_L = 2**252 + 27742317777372353535851937790883648493  # the Ed25519 group order
+IDENTITY_POINT = b"\x01" + b"\x00" * 31  # a small-order public key
+
+
+def malleated(envelope: Json) -> Json:
+    """The first signature with S + L for S: the same signature to a lenient verifier."""
+    sig = base64.b64decode(envelope["signatures"][0]["sig"])
+    s = int.from_bytes(sig[32:], "little") + ORDER_L
+    envelope["signatures"][0]["sig"] = b64(sig[:32] + s.to_bytes(32, "little"))
+    return envelope
+
+
+def small_order_key_forgery(kit: Kit) -> bytes:
+    """A new key that is the identity point, 'proved' by R = identity, S = 0, which a
+    non-strict verifier accepts for every message."""
+    event = newcomer(kit, keys=[b64(IDENTITY_POINT)])
+    envelope = World.envelope(event, "bis")
+    forged = {
+        "keyid": hashlib.sha256(IDENTITY_POINT).hexdigest(),
+        "sig": b64(IDENTITY_POINT + bytes(32)),
+    }
+    envelope["signatures"].append(forged)
+    return body(envelope)
+
+
+def signed_over(message: Callable[[bytes], bytes]) -> Build:
+    """The good event signed by its signers over `message(payload)` instead of the PAE."""
+
+    def build(kit: Kit) -> bytes:
+        payload = canonical(newcomer(kit))
+        sigs = [
+            {"keyid": signer(n).key_id, "sig": b64(signer(n).sign(message(payload)))}
+            for n in ("bis", "tsmc")
+        ]
+        return body({"payloadType": PAYLOAD_TYPE, "payload": b64(payload), "signatures": sigs})
+
+    return build
+
+
 def revoked_signer(kit: Kit) -> bytes:
     kit.accept(World.envelope(revocation()(kit), "bis"))
     return body(World.envelope(site("dxb-2", "gulf-cloud")(kit), "gulf-cloud"))
@@ -420,6 +464,9 @@ def repeat_with_seventeen_signatures(kit: Kit) -> bytes:
     return body(World.envelope(event, "bis", "tsmc", *[f"extra-{i}" for i in range(15)]))
 
 
+AHEAD = stamp(START.replace(minute=5, second=1))
+
+
 def ahead(kit: Kit) -> Json:
     return {**newcomer(kit), "at": AHEAD}
 
@@ -428,7 +475,6 @@ def not_json(_: Kit) -> bytes:
     return b'{"payloadType": '
 
 
-AHEAD = stamp(START.replace(minute=5, second=1))
 BAD_REQUEST = (400, "bad_request")
 INVALID = (422, "invalid_event")
 BAD_SIGNATURE = (401, "bad_signature")
@@ -573,6 +619,18 @@ REFUSALS = [
     row(signed_as(newcomer, "bis", "tsmc", "stranger"), BAD_SIGNATURE, "unknown-key"),
     row(signed_as(listing(), "stranger"), BAD_SIGNATURE, "unknown-key-only"),
     row(revoked_signer, BAD_SIGNATURE, "revoked-key"),
+    row(
+        lambda kit: body(malleated(good_envelope(kit))),
+        BAD_SIGNATURE,
+        "malleated-signature-S-plus-L",
+    ),
+    row(small_order_key_forgery, BAD_SIGNATURE, "small-order-key-forgery"),
+    row(signed_over(lambda p: p), BAD_SIGNATURE, "signature-over-raw-payload-not-pae"),
+    row(
+        signed_over(lambda p: pae("application/json", p)),
+        BAD_SIGNATURE,
+        "signature-pae-other-payloadType",
+    ),
     # Section 2 and 4: exactly the required signers (403).
     row(signed_as(newcomer, "bis"), FORBIDDEN, "no-proof-of-possession"),
     row(second_key_unsigned, FORBIDDEN, "second-new-key-unsigned"),
@@ -747,6 +805,22 @@ def test_refused_envelope_gets_its_status_and_code_and_stores_nothing(
 
 # -- what is not refused -----------------------------------------------------------------------
 
+BASES = [
+    pytest.param(lambda kit: body(good_envelope(kit)), id="good-envelope"),
+    pytest.param(lambda kit: body(padded_envelope(kit)), id="padded-envelope"),
+    pytest.param(lambda kit: body(sign_bytes(non_ascii_payload(kit), "bis", "tsmc")), id="bytes"),
+]
+
+
+@pytest.mark.parametrize("build", BASES)
+def test_the_envelopes_the_rows_start_from_are_accepted(
+    api: TestClient, kit: Kit, build: Build
+) -> None:
+    """Every refusal above comes from its row's change, not from its starting point."""
+    response = api.post("/v1/events", content=build(kit))
+
+    assert response.status_code == 201, response.text
+
 
 def garbage_signatures(envelope: Json) -> Json:
     return {**envelope, "signatures": [{"keyid": "ab" * 32, "sig": b64(b"\x00" * 64)}]}
@@ -797,6 +871,13 @@ def test_repeat_signed_by_a_key_revoked_since_gets_the_original_receipt(
     assert snapshot(api) == before
 
 
+def sixteen_signatures(kit: Kit) -> bytes:
+    """The genesis authority and 15 new keys of one party: 16 signatures, the most allowed."""
+    names = [f"tsmc#{i}" for i in range(15)]
+    event = newcomer(kit, keys=[signer(n).public_key_b64 for n in names])
+    return body(World.envelope(event, "bis", *names))
+
+
 ACCEPTED_EDGES = [
     pytest.param(with_event(at=stamp(START.replace(minute=5))), id="at-exactly-5min-ahead"),
     pytest.param(with_event(at="2026-03-06T11:59:59.123456789Z"), id="at-nine-fraction-digits"),
@@ -806,6 +887,7 @@ ACCEPTED_EDGES = [
     pytest.param(with_party(hq_country="TW"), id="optional-field-present"),
     pytest.param(with_party(roles=["vendor", "buyer", "carrier"]), id="several-roles"),
     pytest.param(with_party(name="Société Taiwan — 台積電"), id="non-ascii-name"),
+    pytest.param(sixteen_signatures, id="sixteen-signatures"),
 ]
 
 

@@ -160,21 +160,7 @@ BAD_GENESIS: list[Any] = [
         id="trust-root-key-signing-but-not-listed",
     ),
     pytest.param(
-        lambda w: w.envelope(
-            w.event(
-                "party.registered",
-                "bis",
-                party={
-                    "id": "nvidia",
-                    "name": "Nvidia",
-                    "roles": ["vendor"],
-                    "country": "US",
-                    "keys": [signer("nvidia").public_key_b64],
-                },
-            ),
-            "bis",
-            "nvidia",
-        ),
+        lambda w: party(w, "nvidia", ["vendor"]),
         BadSignature,
         id="trust-root-registers-another-party-first",
     ),
