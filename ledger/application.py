@@ -1,10 +1,10 @@
 """The ledger application: the one use-case API that the HTTP API and the CLI both call.
 
-Every envelope takes one path, `_accept`, in the order of PROTOCOL.md section 5: decode
-(schema), repeat, signatures, signers and roles, references and state, judge, then append to
-the unit of work. `submit` and `submit_batch` commit the unit in one transaction; a refusal
-stores nothing and uses no `seq`. `seq` is the version of the log stream, so two writers can
-never both take the same one: the event store refuses the second.
+Writes: `submit` and `submit_batch` run every envelope through `ledger.acceptance.accept`
+and commit the unit of work in one transaction; a refusal stores nothing and uses no `seq`.
+`seq` is the version of the log stream, so two writers can never both take one: the event
+store refuses the second, which catches up and judges again. Reads return typed views, now
+or `as_of` a seq or a time.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
 from ledger import events
-from ledger.aggregates import LEDGER_ID, LOG_ID, LedgerInfo
+from ledger.acceptance import accept
+from ledger.aggregates import LEDGER_ID, LOG_ID, LedgerInfo, stream_id
+from ledger.asof import AsOf
+from ledger.batch import Batch
 from ledger.canonical import parse_json
-from ledger.crypto import Signer, decode_public_key, key_id
-from ledger.envelopes import Decoded, decode, verify_signatures
+from ledger.crypto import Signer, decode_public_key
 from ledger.errors import (
     BatchRefused,
     Conflict,
@@ -34,17 +36,21 @@ from ledger.errors import (
 )
 from ledger.notes import verifier_key
 from ledger.persistence import store_env
-from ledger.registry import COMMANDS
+from ledger.projections import Projections, Tally, tally
+from ledger.replay import batch_as_of, catch_up
 from ledger.unit import UnitOfWork
 from ledger.views import (
+    AllocationView,
     Authority,
+    BatchView,
+    HistoryEntry,
+    HistoryView,
     LedgerInfoView,
     LogEntries,
     LogEntry,
     Outcome,
-    Receipt,
+    SerialView,
 )
-from ledger.wire import format_time
 
 PROTOCOL_VERSION = 1
 MAX_BATCH = 1000
@@ -74,6 +80,7 @@ class Ledger(Application[UUID]):
         self._info: LedgerInfo | None = None
         self._genesis: str | None = None
         self._next_seq = 0
+        self.projections = Projections()
         self._refresh()
 
     # -- setting up ---------------------------------------------------------------------------
@@ -121,30 +128,38 @@ class Ledger(Application[UUID]):
 
     def _refresh(self) -> None:
         """Read what other writers may have changed: the ledger, the log head, the genesis."""
+        self._repository = self.construct_repository()  # a fresh aggregate cache
         try:
             self._info = self.repository.get(LEDGER_ID)
         except AggregateNotFoundError:
             self._info = None
-        last = list(self.events.get(LOG_ID, desc=True, limit=1))
-        self._next_seq = last[0].originator_version + 1 if last else 0
+        self._next_seq = self.size()
         first = self._entries(0, 1)
-        self._genesis = self._actor(first[0]) if first else None
-        self._repository = self.construct_repository()  # a fresh aggregate cache
+        self._genesis = first[0].actor if first else None
+        catch_up(self, self.projections)
+
+    def rebuilt_projections(self) -> Projections:
+        """The read models built afresh from the stored events (they must equal the live ones)."""
+        projections = Projections()
+        catch_up(self, projections)
+        return projections
 
     # -- writing --------------------------------------------------------------------------------
 
     def submit(self, body: bytes | dict[str, Any]) -> Outcome:
         """Accept one envelope (raw JSON bytes, or already-parsed JSON)."""
-        value = self._parse(body, MAX_ENVELOPE_BYTES)
+        value = _parse(body, MAX_ENVELOPE_BYTES)
         with self._lock:
             return self._commit(lambda unit: [self._accept(unit, value)])[0]
 
     def submit_batch(self, body: bytes | dict[str, Any]) -> list[Outcome]:
         """Accept every envelope of `{"envelopes": [...]}` in one transaction, or none."""
-        value = self._parse(body, MAX_BATCH_BYTES)
-        envelopes = _batch_envelopes(value)
+        envelopes = _batch_envelopes(_parse(body, MAX_BATCH_BYTES))
         with self._lock:
             return self._commit(lambda unit: self._accept_all(unit, envelopes))
+
+    def _accept(self, unit: UnitOfWork, value: Any) -> Outcome:
+        return accept(unit, value, self.info.origin, lambda seq: self._entries(seq, 1)[0])
 
     def _accept_all(self, unit: UnitOfWork, envelopes: Sequence[Any]) -> list[Outcome]:
         outcomes = []
@@ -160,14 +175,17 @@ class Ledger(Application[UUID]):
             self._sync()
             unit = self._unit()
             outcomes = work(unit)
+            if not unit.entries:
+                return outcomes
             try:
-                if unit.entries:
-                    self.save(*unit.pending())
+                recordings = self.save(*unit.pending())
             except IntegrityError:
                 self._refresh()  # another writer moved the log on: judge again on fresh state
                 continue
-            self._next_seq = unit.next_seq
-            self._genesis = unit.genesis
+            self._next_seq, self._genesis = unit.next_seq, unit.genesis
+            for change in unit.changes:
+                self.projections.on_batch(change)
+            self.projections.position = max(r.notification.id for r in recordings)
             return outcomes
         raise Conflict("the ledger is busy with another writer; send the envelope again")
 
@@ -180,91 +198,7 @@ class Ledger(Application[UUID]):
             trust_root=self.info.authority_key,
         )
 
-    @staticmethod
-    def _parse(body: bytes | dict[str, Any], limit: int) -> Any:
-        if isinstance(body, dict):
-            return body
-        if len(body) > limit:
-            raise TooLarge(f"the body is {len(body)} bytes; the limit is {limit} bytes")
-        return parse_json(body)
-
-    # -- the acceptance pipeline (PROTOCOL.md section 5) -----------------------------------
-
-    def _accept(self, unit: UnitOfWork, value: Any) -> Outcome:
-        decoded = decode(value, self.info.origin, unit.now)
-        event = decoded.event
-        repeat = self._repeat(unit, decoded)
-        if repeat is not None:
-            return Outcome(receipt=repeat, repeated=True)
-        command = COMMANDS[event.type]
-        signers = verify_signatures(decoded, unit.active_key, command.introduced(event))
-        self._check_signers(decoded, signers, command.cosigners(event, unit), unit)
-        command.authorize(event, unit)
-        command.check(event, unit)
-        findings: list[dict[str, Any]] = []  # the rules of section 7 judge here
-        accepted = events.Accepted(seq=unit.next_seq, envelope_hash=decoded.envelope_hash)
-        command.apply(event, unit, accepted)
-        return Outcome(receipt=self._append(unit, decoded, findings), repeated=False)
-
-    def _repeat(self, unit: UnitOfWork, decoded: Decoded) -> Receipt | None:
-        claim = unit.claim(f"event:{decoded.event.id}")
-        if claim is None:
-            return None
-        if claim.digest != decoded.payload_digest:
-            raise Conflict(
-                f"event id {decoded.event.id} was accepted with other payload bytes; "
-                "an event id names one event: choose a new id"
-            )
-        entry = unit.recorded(claim.seq) or self._entries(claim.seq, 1)[0]
-        return _receipt(entry)
-
-    @staticmethod
-    def _check_signers(
-        decoded: Decoded, signers: dict[str, str], cosigners: set[str], unit: UnitOfWork
-    ) -> None:
-        event = decoded.event
-        if not signers:
-            raise NotAuthorized(f"the envelope has no signatures; {event.actor!r} must sign it")
-        parties = set(signers.values())
-        introduced = set(COMMANDS[event.type].introduced(event).values())
-        required = {event.actor} | cosigners | introduced
-        if missing := sorted(required - parties):
-            raise NotAuthorized(f"{event.type} must be signed by {', '.join(map(repr, missing))}")
-        if extra := sorted(parties - required):
-            raise NotAuthorized(
-                f"only {', '.join(map(repr, sorted(required)))} may sign this {event.type}; "
-                f"remove the signature of {', '.join(map(repr, extra))}"
-            )
-        unsigned = [k for k in COMMANDS[event.type].introduced(event) if not _signed_by(k, signers)]
-        if unsigned:
-            raise NotAuthorized(
-                f"every new key must sign (proof of possession); {unsigned[0]} did not"
-            )
-
-    def _append(
-        self, unit: UnitOfWork, decoded: Decoded, findings: list[dict[str, Any]]
-    ) -> Receipt:
-        event = decoded.event
-        entry = events.EntryRecorded(
-            originator_id=LOG_ID,
-            originator_version=unit.next_seq,
-            timestamp=unit.now,
-            seq=unit.next_seq,
-            event_id=event.id,
-            event_type=event.type,
-            actor=event.actor,
-            envelope=decoded.canonical.decode("utf-8"),
-            envelope_hash=decoded.envelope_hash,
-            leaf_hash=decoded.leaf_hash,
-            recorded_at=format_time(unit.now),
-            findings=findings,
-        )
-        unit.take(f"event:{event.id}", event.actor, decoded.payload_digest)
-        unit.entries.append(entry)
-        unit.next_seq += 1
-        return _receipt(entry)
-
-    # -- reading --------------------------------------------------------------------------------
+    # -- reading the ledger and its log --------------------------------------------------------
 
     def ledger_info(self) -> LedgerInfoView:
         self._sync()
@@ -294,25 +228,99 @@ class Ledger(Application[UUID]):
         found = self.events.get(LOG_ID, gt=start - 1, lte=start + limit - 1)
         return [e for e in found if isinstance(e, events.EntryRecorded)]
 
-    @staticmethod
-    def _actor(entry: events.EntryRecorded) -> str:
-        return entry.actor
+    # -- reading custody state (PROTOCOL.md section 6) ------------------------------------------
+
+    def as_of(self, text: str | None) -> AsOf | None:
+        """Parse an `as_of` query value against this ledger's size."""
+        return AsOf.parse(text, self.size())
+
+    def batch(self, batch_id: str, as_of: AsOf | None = None) -> BatchView:
+        return _batch_view(self._batch(batch_id, as_of))
+
+    def history(self, batch_id: str, as_of: AsOf | None = None) -> HistoryView:
+        batch = self._batch(batch_id, as_of)
+        entries = [self._history_entry(seq) for seq in batch.history]
+        return HistoryView(batch=batch_id, entries=entries)
+
+    def serial(self, serial: str, as_of: AsOf | None = None) -> SerialView:
+        self._sync()
+        index = self.projections.serials
+        if as_of is None:
+            found = index.current.get(serial)
+        else:
+            found = index.holder_as_of(serial, as_of.seq, as_of.at)
+        if found is None:
+            raise NotFound(f"no batch holds serial {serial!r}")
+        return SerialView(serial=serial, batch=found)
+
+    def allocation(self, party: str, as_of: AsOf | None = None) -> AllocationView:
+        self._sync()
+        if self.repository_get(stream_id("party", party)) is None:
+            raise NotFound(f"no party {party!r} is registered")
+        if as_of is None:
+            return _allocation_view(party, self.projections.holdings.tally(party))
+        involved = sorted(self.projections.involvement.batches.get(party, ()))
+        states = [self._batch_or_none(b, as_of) for b in involved]
+        return _allocation_view(party, tally([s.snapshot() for s in states if s], party))
+
+    def repository_get(self, aggregate_id: UUID) -> Any:
+        try:
+            return self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+
+    def _batch(self, batch_id: str, as_of: AsOf | None) -> Batch:
+        batch = self._batch_or_none(batch_id, as_of)
+        if batch is None:
+            raise NotFound(f"no batch {batch_id!r} is recorded")
+        return batch
+
+    def _batch_or_none(self, batch_id: str, as_of: AsOf | None) -> Batch | None:
+        self._sync()
+        if as_of is None:
+            found = self.repository_get(stream_id("batch", batch_id))
+            return found if isinstance(found, Batch) else None
+        return batch_as_of(self.events.get(stream_id("batch", batch_id)), as_of)
+
+    def _history_entry(self, seq: int) -> HistoryEntry:
+        entry = self._entries(seq, 1)[0]
+        envelope = parse_json(entry.envelope.encode())
+        event = parse_json(_payload_bytes(envelope))
+        return HistoryEntry(seq=seq, recorded_at=entry.recorded_at, envelope=envelope, event=event)
 
 
-def _signed_by(public_key: str, signers: dict[str, str]) -> bool:
-    return key_id(decode_public_key(public_key)) in signers
+def _payload_bytes(envelope: dict[str, Any]) -> bytes:
+    import base64
+
+    return base64.b64decode(envelope["payload"])
 
 
-def _receipt(entry: events.EntryRecorded) -> Receipt:
-    return Receipt(
-        seq=entry.seq,
-        id=entry.event_id,
-        type=entry.event_type,
-        recorded_at=entry.recorded_at,
-        envelope_hash=entry.envelope_hash,
-        leaf_hash=entry.leaf_hash,
-        findings=entry.findings,
-    )
+def _batch_view(batch: Batch) -> BatchView:
+    at_site = batch.status in ("delivered", "installed")
+    return BatchView(
+        batch=batch.batch_id, model=batch.model, quantity=batch.quantity,
+        missing=batch.missing, status=batch.status, owner=batch.owner, holder=batch.holder,
+        to=batch.to if batch.status == "in_transit" else None,
+        country=batch.country if at_site else None, site=batch.site if at_site else None,
+        license=batch.license, parent=batch.parent, children=batch.children or None,
+        serials_known=batch.serials is not None, head=batch.head, last_seq=batch.last_seq,
+    )  # fmt: skip
+
+
+def _allocation_view(party: str, counts: Tally) -> AllocationView:
+    return AllocationView(
+        party=party, total=counts.total, by_status=dict(counts.by_status),
+        by_country=dict(counts.by_country), by_site=dict(counts.by_site),
+        by_model=dict(counts.by_model), batches=sorted(counts.batches),
+    )  # fmt: skip
+
+
+def _parse(body: bytes | dict[str, Any], limit: int) -> Any:
+    if isinstance(body, dict):
+        return body
+    if len(body) > limit:
+        raise TooLarge(f"the body is {len(body)} bytes; the limit is {limit} bytes")
+    return parse_json(body)
 
 
 def _batch_envelopes(value: Any) -> list[Any]:

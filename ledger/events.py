@@ -111,3 +111,89 @@ class PartyDelisted(AggregateEvent):
 class SiteRegistered(AggregateCreated):
     fact: wire.SiteRegistered
     accepted: Accepted
+
+
+# -- Chip batches -------------------------------------------------------------------------------
+
+
+class BatchSnapshot(BaseModel):
+    """A batch's whole state at one moment: what a split child starts from, what reads show."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    batch: str
+    model: str
+    quantity: int
+    missing: int
+    status: str
+    owner: str
+    holder: str
+    to: str | None = None
+    destination: str | None = None
+    country: str | None = None
+    site: str | None = None
+    license: str | None = None
+    parent: str | None = None
+    children: list[str] = []
+    serials: list[str] | None = None
+    head: str
+    last_seq: int
+    last_at: datetime
+    history: list[int]
+
+
+class BatchFabricated(AggregateCreated):
+    fact: wire.BatchFabricated
+    accepted: Accepted
+
+
+class BatchSplitFrom(AggregateCreated):
+    """A split child comes into being with its parent's state and history."""
+
+    fact: wire.BatchSplit
+    accepted: Accepted
+    parent: BatchSnapshot
+    part: wire.SplitPart
+
+
+class BatchExported(AggregateEvent):
+    fact: wire.BatchExported
+    accepted: Accepted
+
+
+class BatchDelivered(AggregateEvent):
+    fact: wire.BatchDelivered
+    accepted: Accepted
+    site_country: str
+
+
+class BatchInstalled(AggregateEvent):
+    fact: wire.BatchInstalled
+    accepted: Accepted
+
+
+class BatchRelocated(AggregateEvent):
+    fact: wire.BatchRelocated
+    accepted: Accepted
+    site_country: str
+
+
+class BatchTransferred(AggregateEvent):
+    fact: wire.BatchTransferred
+    accepted: Accepted
+    site_country: str | None = None
+
+
+class BatchSplit(AggregateEvent):
+    fact: wire.BatchSplit
+    accepted: Accepted
+
+
+class BatchDecommissioned(AggregateEvent):
+    fact: wire.BatchDecommissioned
+    accepted: Accepted
+
+
+class BatchReportedLost(AggregateEvent):
+    fact: wire.BatchReportedLost
+    accepted: Accepted

@@ -232,7 +232,7 @@ class RegisterSite(Command[wire.SiteRegistered]):
         unit.add(site, "site", event.site.id)
 
 
-COMMANDS: Mapping[str, Command[Any]] = {
+REGISTRY_COMMANDS: Mapping[str, Command[Any]] = {
     "party.registered": RegisterParty(),
     "party.key_added": AddKey(),
     "party.key_revoked": RevokeKey(),

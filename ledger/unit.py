@@ -15,6 +15,7 @@ from eventsourcing.application import AggregateNotFoundError, Repository
 
 from ledger import events
 from ledger.aggregates import Aggregate, Claim, Party, Site, stream_id
+from ledger.batch import Batch
 from ledger.crypto import decode_public_key
 
 A = TypeVar("A", bound=Aggregate)
@@ -37,6 +38,7 @@ class UnitOfWork:
         self.genesis = genesis
         self.trust_root = trust_root
         self.entries: list[events.EntryRecorded] = []
+        self.changes: list[events.BatchSnapshot] = []
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -55,6 +57,9 @@ class UnitOfWork:
 
     def site(self, site_id: str) -> Site | None:
         return self._get(Site, "site", site_id)
+
+    def batch(self, batch_id: str) -> Batch | None:
+        return self._get(Batch, "batch", batch_id)
 
     def claim(self, name: str) -> Claim | None:
         return self._get(Claim, "claim", name)
@@ -86,6 +91,12 @@ class UnitOfWork:
             seq=self.next_seq,
         )
         self.add(claim, "claim", name)
+
+    def note_changes(self) -> None:
+        """Snapshot every batch the envelope just accepted changed, for the projections."""
+        for aggregate in self._loaded.values():
+            if isinstance(aggregate, Batch) and aggregate.last_seq == self.next_seq:
+                self.changes.append(aggregate.snapshot())
 
     def aggregates(self) -> list[Aggregate]:
         return [a for a in self._loaded.values() if a is not None and a.pending_events]

@@ -50,3 +50,51 @@ class LogEntry(View):
 
 class LogEntries(View):
     entries: list[LogEntry]
+
+
+class BatchView(View):
+    """A batch's state (PROTOCOL.md section 6); optional fields are left out when empty."""
+
+    batch: str
+    model: str
+    quantity: int
+    missing: int
+    status: str
+    owner: str
+    holder: str
+    to: str | None = None
+    country: str | None = None
+    site: str | None = None
+    license: str | None = None
+    parent: str | None = None
+    children: list[str] | None = None
+    serials_known: bool
+    head: str
+    last_seq: int
+
+
+class HistoryEntry(View):
+    seq: int
+    recorded_at: str
+    envelope: dict[str, Any]
+    event: dict[str, Any]
+
+
+class HistoryView(View):
+    batch: str
+    entries: list[HistoryEntry]
+
+
+class SerialView(View):
+    serial: str
+    batch: str
+
+
+class AllocationView(View):
+    party: str
+    total: int
+    by_status: dict[str, int]
+    by_country: dict[str, int]
+    by_site: dict[str, int]
+    by_model: dict[str, int]
+    batches: list[str]

@@ -1031,7 +1031,6 @@ def test_a_refused_envelope_gets_its_status_and_code_and_stores_nothing(
     refused_without_storing(world, case.body(world), case.status, case.codes)
 
 
-@pytest.mark.xfail(strict=True, reason="batch events arrive with issue 3")
 def test_a_delivery_signed_by_a_key_nobody_registered_is_refused_401(world: World) -> None:
     event = make_event(
         "batch.delivered",

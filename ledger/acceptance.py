@@ -1,0 +1,112 @@
+"""The acceptance pipeline: the one path every envelope takes (PROTOCOL.md section 5).
+
+`accept` runs the checks in the section 5 order: schema (`decode`), repeat, signatures,
+signers and roles, referenced objects, `prev` / `at` / custody state, then judges the event
+and appends it to the unit of work. It commits nothing: the application saves the unit in one
+transaction, or drops it when anything is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ledger import events
+from ledger.aggregates import LOG_ID
+from ledger.crypto import decode_public_key, key_id
+from ledger.custody import CUSTODY_COMMANDS
+from ledger.envelopes import Decoded, decode, verify_signatures
+from ledger.errors import Conflict, NotAuthorized
+from ledger.registry import REGISTRY_COMMANDS, Command
+from ledger.unit import UnitOfWork
+from ledger.views import Outcome, Receipt
+from ledger.wire import format_time
+
+COMMANDS: Mapping[str, Command[Any]] = {**REGISTRY_COMMANDS, **CUSTODY_COMMANDS}
+EntryReader = Callable[[int], events.EntryRecorded]
+
+
+def accept(unit: UnitOfWork, value: Any, origin: str, stored_entry: EntryReader) -> Outcome:
+    """Judge one envelope against the unit's state and append it; raise if it is refused."""
+    decoded = decode(value, origin, unit.now)
+    event = decoded.event
+    repeat = _repeat(unit, decoded, stored_entry)
+    if repeat is not None:
+        return Outcome(receipt=repeat, repeated=True)
+    command = COMMANDS[event.type]
+    signers = verify_signatures(decoded, unit.active_key, command.introduced(event))
+    _check_signers(decoded, signers, command.cosigners(event, unit))
+    command.authorize(event, unit)
+    command.check(event, unit)
+    findings: list[dict[str, Any]] = []  # the rules of section 7 judge here
+    command.apply(
+        event, unit, events.Accepted(seq=unit.next_seq, envelope_hash=decoded.envelope_hash)
+    )
+    unit.note_changes()
+    return Outcome(receipt=_append(unit, decoded, findings), repeated=False)
+
+
+def _repeat(unit: UnitOfWork, decoded: Decoded, stored_entry: EntryReader) -> Receipt | None:
+    claim = unit.claim(f"event:{decoded.event.id}")
+    if claim is None:
+        return None
+    if claim.digest != decoded.payload_digest:
+        raise Conflict(
+            f"event id {decoded.event.id} was accepted with other payload bytes; "
+            "an event id names one event: choose a new id"
+        )
+    return receipt(unit.recorded(claim.seq) or stored_entry(claim.seq))
+
+
+def _check_signers(decoded: Decoded, signers: dict[str, str], cosigners: set[str]) -> None:
+    """The signers are exactly the parties the event needs, and every new key signed."""
+    event = decoded.event
+    if not signers:
+        raise NotAuthorized(f"the envelope has no signatures; {event.actor!r} must sign it")
+    introduced = COMMANDS[event.type].introduced(event)
+    required = {event.actor} | cosigners | set(introduced.values())
+    parties = set(signers.values())
+    if missing := sorted(required - parties):
+        raise NotAuthorized(f"{event.type} must be signed by {', '.join(map(repr, missing))}")
+    if extra := sorted(parties - required):
+        raise NotAuthorized(
+            f"only {', '.join(map(repr, sorted(required)))} may sign this {event.type}; "
+            f"remove the signature of {', '.join(map(repr, extra))}"
+        )
+    for key in introduced:
+        if key_id(decode_public_key(key)) not in signers:
+            raise NotAuthorized(f"every new key must sign (proof of possession); {key} did not")
+
+
+def _append(unit: UnitOfWork, decoded: Decoded, findings: list[dict[str, Any]]) -> Receipt:
+    event = decoded.event
+    entry = events.EntryRecorded(
+        originator_id=LOG_ID,
+        originator_version=unit.next_seq,
+        timestamp=unit.now,
+        seq=unit.next_seq,
+        event_id=event.id,
+        event_type=event.type,
+        actor=event.actor,
+        envelope=decoded.canonical.decode("utf-8"),
+        envelope_hash=decoded.envelope_hash,
+        leaf_hash=decoded.leaf_hash,
+        recorded_at=format_time(unit.now),
+        findings=findings,
+    )
+    unit.take(f"event:{event.id}", event.actor, decoded.payload_digest)
+    unit.entries.append(entry)
+    unit.next_seq += 1
+    return receipt(entry)
+
+
+def receipt(entry: events.EntryRecorded) -> Receipt:
+    return Receipt(
+        seq=entry.seq,
+        id=entry.event_id,
+        type=entry.event_type,
+        recorded_at=entry.recorded_at,
+        envelope_hash=entry.envelope_hash,
+        leaf_hash=entry.leaf_hash,
+        findings=entry.findings,
+    )

@@ -1,0 +1,60 @@
+"""Folding stored events back into state: a batch as of a moment, and the projections.
+
+`batch_as_of` folds one batch's own events up to an `AsOf`; `catch_up` feeds the projections
+every batch event stored after their position, in notification (that is, `seq`) order. Both
+use the aggregates' own appliers, so there is one definition of what an event does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import Application
+from eventsourcing.utils import get_topic
+
+from ledger import events
+from ledger.asof import AsOf
+from ledger.batch import Batch
+from ledger.projections import Projections
+
+BATCH_EVENTS = (
+    events.BatchFabricated, events.BatchSplitFrom, events.BatchExported, events.BatchDelivered,
+    events.BatchInstalled, events.BatchRelocated, events.BatchTransferred, events.BatchSplit,
+    events.BatchDecommissioned, events.BatchReportedLost,
+)  # fmt: skip
+BATCH_TOPICS = tuple(get_topic(cls) for cls in BATCH_EVENTS)
+PAGE = 1000
+
+
+def batch_as_of(stored: Iterable[Any], as_of: AsOf) -> Batch | None:
+    """The batch after its events that `as_of` includes (None if it did not exist yet)."""
+    batch: Batch | None = None
+    for event in stored:
+        if not as_of.includes(event.accepted.seq, event.fact.at):
+            break  # a batch's events are in seq order and never go back in time
+        batch = event.mutate(batch)
+    return batch
+
+
+def catch_up(app: Application[UUID], projections: Projections) -> None:
+    """Feed `projections` every batch event stored after their position."""
+    batches: dict[UUID, Batch | None] = {}
+    while True:
+        page = app.recorder.select_notifications(
+            start=projections.position + 1, limit=PAGE, topics=BATCH_TOPICS
+        )
+        for notification in page:
+            event: Any = app.mapper.to_domain_event(notification)
+            originator = UUID(str(notification.originator_id))
+            batch = batches.get(originator)
+            if batch is None and notification.originator_version > 1:
+                batch = app.repository.get(originator, version=notification.originator_version - 1)
+            batch = event.mutate(batch)
+            assert batch is not None  # every batch event leaves a batch
+            batches[originator] = batch
+            projections.on_batch(batch.snapshot())
+            projections.position = notification.id
+        if len(page) < PAGE:
+            return
