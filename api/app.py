@@ -17,7 +17,23 @@ from api import errors
 from api.openapi import BATCH_BODY, ENVELOPE_BODY
 from ledger.application import MAX_BATCH_BYTES, MAX_ENVELOPE_BYTES, Ledger
 from ledger.errors import TooLarge
-from ledger.views import LedgerInfoView, LogEntries, Receipt
+from ledger.views import (
+    AllocationView,
+    BatchView,
+    HistoryView,
+    LedgerInfoView,
+    LogEntries,
+    Receipt,
+    SerialView,
+)
+
+AsOfParam = Annotated[
+    str | None,
+    Query(
+        description="A seq N (the state after entries 0..N) or an RFC 3339 UTC time T "
+        "(the entries whose `at` is at or before T)."
+    ),
+]
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -44,6 +60,7 @@ def create_app(ledger: Ledger, open_reads: bool = False) -> FastAPI:
     app.include_router(_ledger_router(ledger))
     app.include_router(_events_router(ledger))
     app.include_router(_log_router(ledger))
+    app.include_router(_custody_router(ledger))
     if open_reads:
 
         @app.middleware("http")
@@ -103,5 +120,27 @@ def _log_router(ledger: Ledger) -> APIRouter:
     @router.get("/key", response_class=PlainTextResponse)
     def get_key() -> str:
         return ledger.info.log_key + "\n"
+
+    return router
+
+
+def _custody_router(ledger: Ledger) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["custody"])
+
+    @router.get("/batches/{batch_id}", response_model=BatchView, response_model_exclude_none=True)
+    def get_batch(batch_id: str, as_of: AsOfParam = None) -> BatchView:
+        return ledger.batch(batch_id, ledger.as_of(as_of))
+
+    @router.get("/batches/{batch_id}/history", response_model=HistoryView)
+    def get_history(batch_id: str, as_of: AsOfParam = None) -> HistoryView:
+        return ledger.history(batch_id, ledger.as_of(as_of))
+
+    @router.get("/serials/{serial}", response_model=SerialView)
+    def get_serial(serial: str, as_of: AsOfParam = None) -> SerialView:
+        return ledger.serial(serial, ledger.as_of(as_of))
+
+    @router.get("/parties/{party_id}/allocation", response_model=AllocationView)
+    def get_allocation(party_id: str, as_of: AsOfParam = None) -> AllocationView:
+        return ledger.allocation(party_id, ledger.as_of(as_of))
 
     return router
