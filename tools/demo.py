@@ -49,6 +49,7 @@ SITES = [
     ("dxb-1", "gulf-cloud", "AE", "Dubai South DC1"),
     ("dxb-2", "desert-ai", "AE", "Jebel Ali AI campus"),
     ("sin-3", "lion-compute", "SG", "Tuas data hall 3"),
+    ("auh-1", "gulf-cloud", "AE", "Abu Dhabi KEZAD hall 1"),
 ]
 
 
@@ -56,6 +57,7 @@ SITES = [
 class Demo:
     ledger: Ledger
     keys: dict[str, Signer] = field(default_factory=dict)
+    heads: dict[str, str] = field(default_factory=dict)
 
     def event(self, kind: str, actor: str, **fields: Any) -> dict[str, Any]:
         at = self.ledger.clock() - timedelta(minutes=1)
@@ -69,7 +71,28 @@ class Demo:
         }
 
     def submit(self, event: dict[str, Any], *signers: str) -> None:
-        self.ledger.submit(envelope(event, [self.keys[s] for s in signers]))
+        receipt = self.ledger.submit(envelope(event, [self.keys[s] for s in signers])).receipt
+        for batch in [event.get("batch"), *[p["batch"] for p in event.get("into", [])]]:
+            if isinstance(batch, str):
+                self.heads[batch] = receipt.envelope_hash
+
+    def move(self, kind: str, actor: str, batch: str, *cosigners: str, **fields: Any) -> None:
+        """A batch event signed by `actor` (and co-signers), chained to the batch's head."""
+        event = self.event(kind, actor, batch=batch, prev=self.heads[batch], **fields)
+        self.submit(event, actor, *cosigners)
+
+    def fabricate(self, batch: str, model: str, quantity: int, serials: bool = False) -> None:
+        extra = {"serials": [f"{batch}-{i:05d}" for i in range(quantity)]} if serials else {}
+        event = self.event(
+            "batch.fabricated",
+            "nvidia",
+            batch=batch,
+            model=model,
+            quantity=quantity,
+            country="TW",
+            **extra,
+        )
+        self.submit(event, "nvidia")
 
 
 def _keys(directory: Path) -> dict[str, Signer]:
@@ -93,6 +116,7 @@ def load_demo(store: str, directory: Path) -> str:
     ledger.initialise(ORIGIN, keys["bis"].public_key_b64, log_signer.public_key)
     demo = Demo(ledger, keys)
     _registry(demo)
+    _custody(demo)
     return f"demo ledger in {store}: {ledger.size()} entries; party keys in {directory / 'keys'}"
 
 
@@ -119,4 +143,46 @@ def _registry(demo: Demo) -> None:
             reason="end use could not be verified on a 2026 site visit",
         ),
         "bis",
+    )
+
+
+def _custody(demo: Demo) -> None:
+    """DOMAIN scenario 1, then a batch in every status, a split, a transfer, a short delivery."""
+    demo.fabricate("H200-0001", "H200", 256, serials=True)  # scenario 1: fab to datacenter
+    demo.move("batch.exported", "nvidia", "H200-0001", to="gulf-cloud", destination="AE")
+    demo.move("batch.delivered", "gulf-cloud", "H200-0001", site="dxb-1", quantity=256)
+    demo.move("batch.installed", "gulf-cloud", "H200-0001", site="dxb-1")
+
+    demo.fabricate("H200-0002", "H200", 64, serials=True)  # still at the fab
+    demo.fabricate("B200-0003", "B200", 512)  # on its way to desert-ai
+    demo.move("batch.exported", "nvidia", "B200-0003", to="desert-ai", destination="AE")
+
+    demo.fabricate("H100-0004", "H100", 100)  # a short delivery: 96 of 100 arrive
+    demo.move("batch.exported", "nvidia", "H100-0004", to="desert-ai", destination="AE")
+    demo.move("batch.delivered", "desert-ai", "H100-0004", site="dxb-2", quantity=96)
+
+    demo.fabricate("H20-0005", "H20", 300)  # split; one part sold on, one moved and installed
+    demo.move("batch.exported", "nvidia", "H20-0005", to="gulf-cloud", destination="AE")
+    demo.move("batch.delivered", "gulf-cloud", "H20-0005", site="dxb-1", quantity=300)
+    demo.move(
+        "batch.split",
+        "gulf-cloud",
+        "H20-0005",
+        into=[{"batch": "H20-0005-a", "quantity": 120}, {"batch": "H20-0005-b", "quantity": 180}],
+    )
+    demo.move(
+        "batch.transferred", "gulf-cloud", "H20-0005-a", "desert-ai", to="desert-ai", site="dxb-2"
+    )
+    demo.move("batch.relocated", "gulf-cloud", "H20-0005-b", site="auh-1")
+    demo.move("batch.installed", "gulf-cloud", "H20-0005-b", site="auh-1")
+
+    demo.fabricate("H200-0006", "H200", 32)  # delivered to Singapore, later decommissioned
+    demo.move("batch.exported", "nvidia", "H200-0006", to="lion-compute", destination="SG")
+    demo.move("batch.delivered", "lion-compute", "H200-0006", site="sin-3", quantity=32)
+    demo.move("batch.decommissioned", "lion-compute", "H200-0006", reason="failed burn-in")
+
+    demo.fabricate("H200-0007", "H200", 48)  # handed to a forwarder, then lost
+    demo.move("batch.exported", "nvidia", "H200-0007", to="fastfreight", destination="MY")
+    demo.move(
+        "batch.reported_lost", "nvidia", "H200-0007", reason="container missing at Port Klang"
     )
