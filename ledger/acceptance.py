@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ledger import events
+from ledger import events, wire
 from ledger.aggregates import LOG_ID
 from ledger.crypto import decode_public_key, key_id
 from ledger.custody import CUSTODY_COMMANDS
@@ -42,8 +42,16 @@ def accept(unit: UnitOfWork, value: Any, origin: str, stored_entry: EntryReader)
     command.apply(
         event, unit, events.Accepted(seq=unit.next_seq, envelope_hash=decoded.envelope_hash)
     )
-    unit.note_changes()
+    unit.note_changes(_batches_named(event))
     return Outcome(receipt=_append(unit, decoded, findings), repeated=False)
+
+
+def _batches_named(event: Any) -> list[str]:
+    """The batch an event moves, then the children a split creates (in that order)."""
+    if not isinstance(event, wire.BatchFabricated | wire.BatchEventBase):
+        return []
+    children = [part.batch for part in event.into] if isinstance(event, wire.BatchSplit) else []
+    return [event.batch, *children]
 
 
 def _repeat(unit: UnitOfWork, decoded: Decoded, stored_entry: EntryReader) -> Receipt | None:

@@ -92,11 +92,12 @@ class UnitOfWork:
         )
         self.add(claim, "claim", name)
 
-    def note_changes(self) -> None:
-        """Snapshot every batch the envelope just accepted changed, for the projections."""
-        for aggregate in self._loaded.values():
-            if isinstance(aggregate, Batch) and aggregate.last_seq == self.next_seq:
-                self.changes.append(aggregate.snapshot())
+    def note_changes(self, batch_ids: list[str]) -> None:
+        """Snapshot the batches the envelope just accepted changed, for the projections."""
+        for batch_id in batch_ids:
+            batch = self.batch(batch_id)
+            if batch is not None and batch.last_seq == self.next_seq:
+                self.changes.append(batch.snapshot())
 
     def aggregates(self) -> list[Aggregate]:
         return [a for a in self._loaded.values() if a is not None and a.pending_events]
