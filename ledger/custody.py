@@ -15,7 +15,7 @@ from ledger import events, wire
 from ledger.aggregates import stream_id
 from ledger.batch import Batch
 from ledger.errors import Conflict, InvalidTransition, NotAuthorized, NotFound
-from ledger.registry import OPERATOR_ROLES, Command, require_authority, require_party
+from ledger.registry import OPERATOR_ROLES, Command, require_party
 from ledger.unit import UnitOfWork
 
 B = TypeVar("B", bound=wire.BatchEventBase)
@@ -69,8 +69,10 @@ class BatchCommand(Command[B]):
     """The checks every event on an existing batch shares; subclasses add their own."""
 
     doing = "move this batch"
+    roles: tuple[str, ...] = OPERATOR_ROLES
 
     def authorize(self, event: B, unit: UnitOfWork) -> None:
+        require_role(unit, event.actor, self.roles, self.doing)  # before the batch: section 5
         batch = require_batch(unit, event.batch)
         self.authorize_on(event, batch, unit)
 
@@ -79,7 +81,6 @@ class BatchCommand(Command[B]):
             raise NotAuthorized(
                 f"only the holder {batch.holder!r} may {self.doing}, not {event.actor!r}"
             )
-        require_role(unit, event.actor, OPERATOR_ROLES, self.doing)
 
     def check(self, event: B, unit: UnitOfWork) -> None:
         batch = require_batch(unit, event.batch)
@@ -159,12 +160,13 @@ class Deliver(BatchCommand[wire.BatchDelivered]):
     stored = events.BatchDelivered
 
     def authorize_on(self, event: wire.BatchDelivered, batch: Batch, unit: UnitOfWork) -> None:
-        if event.actor != batch.to:
+        # Out of transit there is no consignee: the holder asking gets the status's 409.
+        expected = batch.to or batch.holder
+        if event.actor != expected:
             raise NotAuthorized(
-                f"only the consignee {batch.to or '(none: it is not in transit)'} may "
-                f"acknowledge delivery of {batch.batch_id!r}, not {event.actor!r}"
+                f"only the consignee {expected!r} may acknowledge delivery of "
+                f"{batch.batch_id!r}, not {event.actor!r}"
             )
-        require_role(unit, event.actor, OPERATOR_ROLES, self.doing)
 
     def references(self, event: wire.BatchDelivered, batch: Batch, unit: UnitOfWork) -> None:
         if unit.site(event.site) is None:
@@ -185,9 +187,7 @@ class Install(BatchCommand[wire.BatchInstalled]):
     doing = "install it"
     stored = events.BatchInstalled
 
-    def authorize_on(self, event: wire.BatchInstalled, batch: Batch, unit: UnitOfWork) -> None:
-        super().authorize_on(event, batch, unit)
-        require_role(unit, event.actor, ("vendor", "buyer"), self.doing)
+    roles = ("vendor", "buyer")  # a carrier does what a buyer does, except install
 
     def references(self, event: wire.BatchInstalled, batch: Batch, unit: UnitOfWork) -> None:
         if unit.site(event.site) is None:
@@ -230,7 +230,6 @@ class Transfer(BatchCommand[wire.BatchTransferred]):
                 f"only the owner {batch.owner!r} may transfer {batch.batch_id!r}, "
                 f"not {event.actor!r}"
             )
-        require_role(unit, event.actor, OPERATOR_ROLES, self.doing)
 
     def references(self, event: wire.BatchTransferred, batch: Batch, unit: UnitOfWork) -> None:
         require_receiver(unit, event.to)
@@ -293,11 +292,16 @@ class Decommission(BatchCommand[wire.BatchDecommissioned]):
 class ReportLost(BatchCommand[wire.BatchReportedLost]):
     doing = "report it lost"
     stored = events.BatchReportedLost
+    roles = (*OPERATOR_ROLES, "authority")
 
     def authorize_on(self, event: wire.BatchReportedLost, batch: Batch, unit: UnitOfWork) -> None:
-        if event.actor in (batch.holder, batch.owner):
+        actor = unit.party(event.actor)
+        if event.actor in (batch.holder, batch.owner) or (actor and actor.has_role("authority")):
             return
-        require_authority(unit, event.actor)
+        raise NotAuthorized(
+            f"only the holder {batch.holder!r}, the owner {batch.owner!r} or an authority may "
+            f"report {batch.batch_id!r} lost, not {event.actor!r}"
+        )
 
 
 CUSTODY_COMMANDS: Mapping[str, Command[Any]] = {
