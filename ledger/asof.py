@@ -23,7 +23,7 @@ class AsOf:
     def parse(cls, text: str | None, size: int) -> AsOf | None:
         if text is None:
             return None
-        if re.fullmatch(r"\d{1,18}", text):
+        if re.fullmatch(r"\d+", text):
             if int(text) >= size:
                 raise NotFound(f"as_of {text} is past the end of the log (size {size})")
             return cls(seq=int(text))
