@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,34 @@ def format_time(moment: datetime) -> str:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def parse_time(text: str) -> datetime:
+    """An RFC 3339 UTC time with `Z` (fractional seconds allowed), as an aware datetime."""
+    if not text.endswith("Z"):
+        raise ValueError(f"not an RFC 3339 UTC time with Z: {text!r}")
+    return datetime.fromisoformat(text[:-1] + "+00:00").astimezone(UTC)
+
+
+class Timeline:
+    """Distinct, increasing event times in the past, `step` apart from `start` on.
+
+    For `as_of` by time (section 6) events need distinct `at`s; none may be later than the
+    caller's clock, so running out of past is an error rather than a time in the future.
+    """
+
+    def __init__(self, start: datetime, step: timedelta) -> None:
+        if step <= timedelta(0):
+            raise ValueError("a timeline moves forward")
+        self._next = start.astimezone(UTC).replace(microsecond=0)
+        self._step = step
+
+    def next(self) -> str:
+        moment = self._next
+        if moment > now():
+            raise RuntimeError("the timeline has caught up with the clock: start it earlier")
+        self._next = moment + self._step
+        return format_time(moment)
 
 
 def new_event_id() -> str:
@@ -262,6 +290,14 @@ class LedgerClient:
     def get(self, path: str, token: str | None = None) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return self._http.get(path, headers=headers)
+
+    def read(
+        self, path: str, as_of: int | str | None = None, token: str | None = None
+    ) -> httpx.Response:
+        """A state read, `as_of` a seq (int) or an RFC 3339 time (str) when given."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        params = {} if as_of is None else {"as_of": str(as_of)}
+        return self._http.get(path, headers=headers, params=params)
 
 
 # --- the command line (section 10) ----------------------------------------------------------
