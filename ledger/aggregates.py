@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from functools import singledispatchmethod
+from functools import lru_cache, singledispatchmethod
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import BaseAggregate
@@ -21,6 +21,7 @@ from ledger.crypto import decode_public_key, key_id
 NAMESPACE = UUID("6f0f1f0e-6c1b-5d2e-9a57-636869706c65")
 
 
+@lru_cache(maxsize=65536)
 def stream_id(kind: str, name: str) -> UUID:
     """The stream of a named object: `party:bis`, `site:dxb-2`, `event:<uuid>`, `key:<hex>`."""
     return uuid5(NAMESPACE, f"{kind}:{name}")

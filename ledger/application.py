@@ -9,6 +9,7 @@ or `as_of` a seq or a time.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -70,6 +71,9 @@ class Ledger(Application[UUID]):
     env = {  # noqa: RUF012 (the library reads this class attribute)
         "AGGREGATE_CACHE_MAXSIZE": "50000",
         "AGGREGATE_CACHE_FASTFORWARD": "n",
+        # Units change cached aggregates in place, under the lock; a refused unit evicts
+        # what it changed (`_discard`), so nothing uncommitted outlives it.
+        "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
     }
 
     def __init__(self, store: str, clock: Clock = utc_now) -> None:
@@ -174,24 +178,42 @@ class Ledger(Application[UUID]):
         for _attempt in range(3):
             self._sync()
             unit = self._unit()
-            outcomes = work(unit)
-            if not unit.entries:
-                return outcomes
             try:
-                recordings = self.save(*unit.pending())
+                outcomes = work(unit)
+                created = unit.created()
+                recordings = self.save(*unit.pending()) if unit.entries else []
             except IntegrityError:
                 self._refresh()  # another writer moved the log on: judge again on fresh state
                 continue
-            self._next_seq, self._genesis = unit.next_seq, unit.genesis
-            for change in unit.changes:
-                self.projections.on_batch(change)
-            self.projections.position = max(r.notification.id for r in recordings)
+            except BaseException:
+                self._discard(unit)
+                raise
+            self._committed(unit, created, recordings)
             return outcomes
         raise Conflict("the ledger is busy with another writer; send the envelope again")
+
+    def _discard(self, unit: UnitOfWork) -> None:
+        """Forget the cached aggregates a refused unit changed in place."""
+        cache = self.repository.cache
+        for aggregate in unit.aggregates():
+            aggregate.collect_events()
+            if cache is not None:
+                with contextlib.suppress(KeyError):
+                    cache.get(aggregate.id, evict=True)
+
+    def _committed(self, unit: UnitOfWork, created: list[UUID], recordings: list[Any]) -> None:
+        if not recordings:
+            return
+        self._next_seq, self._genesis = unit.next_seq, unit.genesis
+        self.projections.streams.update(created)
+        for change in unit.changes:
+            self.projections.on_batch(change)
+        self.projections.position = max(r.notification.id for r in recordings)
 
     def _unit(self) -> UnitOfWork:
         return UnitOfWork(
             self.repository,
+            known=self.projections.streams,
             next_seq=self._next_seq,
             now=self.clock(),
             genesis=self._genesis,
@@ -234,34 +256,39 @@ class Ledger(Application[UUID]):
         """Parse an `as_of` query value against this ledger's size."""
         return AsOf.parse(text, self.size())
 
+    # Reads take the writers' lock: units change cached aggregates in place until they commit.
+
     def batch(self, batch_id: str, as_of: AsOf | None = None) -> BatchView:
-        return _batch_view(self._batch(batch_id, as_of))
+        with self._lock:
+            return _batch_view(self._batch(batch_id, as_of))
 
     def history(self, batch_id: str, as_of: AsOf | None = None) -> HistoryView:
-        batch = self._batch(batch_id, as_of)
-        entries = [self._history_entry(seq) for seq in batch.history]
-        return HistoryView(batch=batch_id, entries=entries)
+        with self._lock:
+            seqs = list(self._batch(batch_id, as_of).history)
+        return HistoryView(batch=batch_id, entries=[self._history_entry(s) for s in seqs])
 
     def serial(self, serial: str, as_of: AsOf | None = None) -> SerialView:
-        self._sync()
-        index = self.projections.serials
-        if as_of is None:
-            found = index.current.get(serial)
-        else:
-            found = index.holder_as_of(serial, as_of.seq, as_of.at)
+        with self._lock:
+            self._sync()
+            index = self.projections.serials
+            if as_of is None:
+                found = index.current.get(serial)
+            else:
+                found = index.holder_as_of(serial, as_of.seq, as_of.at)
         if found is None:
             raise NotFound(f"no batch holds serial {serial!r}")
         return SerialView(serial=serial, batch=found)
 
     def allocation(self, party: str, as_of: AsOf | None = None) -> AllocationView:
-        self._sync()
-        if self.repository_get(stream_id("party", party)) is None:
-            raise NotFound(f"no party {party!r} is registered")
-        if as_of is None:
-            return _allocation_view(party, self.projections.holdings.tally(party))
-        involved = sorted(self.projections.involvement.batches.get(party, ()))
-        states = [self._batch_or_none(b, as_of) for b in involved]
-        return _allocation_view(party, tally([s.snapshot() for s in states if s], party))
+        with self._lock:
+            self._sync()
+            if self.repository_get(stream_id("party", party)) is None:
+                raise NotFound(f"no party {party!r} is registered")
+            if as_of is None:
+                return _allocation_view(party, self.projections.holdings.tally(party))
+            involved = sorted(self.projections.involvement.batches.get(party, ()))
+            states = [self._batch_or_none(b, as_of) for b in involved]
+            return _allocation_view(party, tally([s.snapshot() for s in states if s], party))
 
     def repository_get(self, aggregate_id: UUID) -> Any:
         try:

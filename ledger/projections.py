@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from uuid import UUID
 
 from ledger.events import BatchSnapshot
 
@@ -137,9 +138,14 @@ class Involvement:
 
 
 class Projections:
-    """All read models, fed together; `position` is the last notification id applied."""
+    """All read models, fed together; `position` is the last notification id applied.
+
+    `streams` holds the id of every stream ever stored, so that looking up something that
+    does not exist (a new event id, a new batch id) needs no database round trip.
+    """
 
     def __init__(self) -> None:
+        self.streams: set[UUID] = set()
         self.holdings = Holdings()
         self.serials = SerialIndex()
         self.involvement = Involvement()

@@ -24,7 +24,15 @@ BATCH_EVENTS = (
     events.BatchInstalled, events.BatchRelocated, events.BatchTransferred, events.BatchSplit,
     events.BatchDecommissioned, events.BatchReportedLost,
 )  # fmt: skip
-BATCH_TOPICS = tuple(get_topic(cls) for cls in BATCH_EVENTS)
+BATCH_TOPICS = frozenset(get_topic(cls) for cls in BATCH_EVENTS)
+CREATED_TOPICS = frozenset(
+    get_topic(cls)
+    for cls in vars(events).values()
+    if isinstance(cls, type)
+    and issubclass(cls, events.AggregateCreated)
+    and cls is not events.AggregateCreated
+)
+TOPICS = tuple(sorted(BATCH_TOPICS | CREATED_TOPICS))
 PAGE = 1000
 
 
@@ -39,15 +47,20 @@ def batch_as_of(stored: Iterable[Any], as_of: AsOf) -> Batch | None:
 
 
 def catch_up(app: Application[UUID], projections: Projections) -> None:
-    """Feed `projections` every batch event stored after their position."""
+    """Feed `projections` every batch event, and every new stream, stored after their position."""
     batches: dict[UUID, Batch | None] = {}
     while True:
         page = app.recorder.select_notifications(
-            start=projections.position + 1, limit=PAGE, topics=BATCH_TOPICS
+            start=projections.position + 1, limit=PAGE, topics=TOPICS
         )
         for notification in page:
-            event: Any = app.mapper.to_domain_event(notification)
             originator = UUID(str(notification.originator_id))
+            projections.position = notification.id
+            if notification.topic in CREATED_TOPICS:
+                projections.streams.add(originator)
+            if notification.topic not in BATCH_TOPICS:
+                continue
+            event: Any = app.mapper.to_domain_event(notification)
             batch = batches.get(originator)
             if batch is None and notification.originator_version > 1:
                 batch = app.repository.get(originator, version=notification.originator_version - 1)
@@ -55,6 +68,5 @@ def catch_up(app: Application[UUID], projections: Projections) -> None:
             assert batch is not None  # every batch event leaves a batch
             batches[originator] = batch
             projections.on_batch(batch.snapshot())
-            projections.position = notification.id
         if len(page) < PAGE:
             return

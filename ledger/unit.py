@@ -25,12 +25,14 @@ class UnitOfWork:
     def __init__(
         self,
         repository: Repository[UUID],
+        known: set[UUID],
         next_seq: int,
         now: datetime,
         genesis: str | None,
         trust_root: str,
     ) -> None:
         self._repository = repository
+        self._known = known
         self._loaded: dict[UUID, Aggregate | None] = {}
         self.first_seq = next_seq
         self.next_seq = next_seq
@@ -44,6 +46,8 @@ class UnitOfWork:
 
     def _get(self, cls: type[A], kind: str, name: str) -> A | None:
         sid = stream_id(kind, name)
+        if sid not in self._loaded and sid not in self._known:
+            return None  # no such stream was ever stored: no need to ask the database
         if sid not in self._loaded:
             try:
                 self._loaded[sid] = self._repository.get(sid)
@@ -101,6 +105,10 @@ class UnitOfWork:
 
     def aggregates(self) -> list[Aggregate]:
         return [a for a in self._loaded.values() if a is not None and a.pending_events]
+
+    def created(self) -> list[UUID]:
+        """The streams this unit creates (their first event is pending)."""
+        return [a.id for a in self.aggregates() if a.pending_events[0].originator_version == 1]
 
     def recorded(self, seq: int) -> events.EntryRecorded | None:
         index = seq - self.first_seq
