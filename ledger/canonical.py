@@ -54,14 +54,43 @@ def parse_json(data: bytes, what: str = "body") -> Any:
         raise BadRequest(f"the {what} is not valid JSON: {exc}") from None
 
 
+_FAST = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def _plain(value: Any) -> bool:
+    """True for JSON made of ASCII keys, strings, ints in the safe range, bools and null.
+
+    For such values the standard library's sorted, compact output is byte for byte RFC 8785:
+    ASCII keys sort the same by code point as by UTF-16 unit, no float needs formatting, and
+    both escape exactly `"`, `\\` and the control characters, with the same short forms.
+    """
+    if isinstance(value, str) or value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return -(2**53) < value < 2**53
+    if isinstance(value, list):
+        return all(_plain(item) for item in value)
+    if isinstance(value, dict):
+        return all(key.isascii() and _plain(item) for key, item in value.items())
+    return False
+
+
 def canonical(value: Any) -> bytes:
-    """RFC 8785 (JCS) bytes of a JSON value: the one byte form that is signed and hashed."""
+    """RFC 8785 (JCS) bytes of a JSON value: the one byte form that is signed and hashed.
+
+    The `rfc8785` package defines the form; plain values (`_plain`) take the standard
+    library's faster path to the same bytes, which a property test holds to `rfc8785`.
+    """
     try:
+        if _plain(value):
+            return _FAST.encode(value).encode("utf-8")
         return rfc8785.dumps(value)
     except rfc8785.CanonicalizationError as exc:
         raise InvalidEvent(f"the value cannot be put in canonical JSON form: {exc}") from None
     except RecursionError:
         raise InvalidEvent("the value is nested too deeply to be put in canonical form") from None
+    except UnicodeEncodeError:
+        raise InvalidEvent("the value holds a lone surrogate, which is not Unicode text") from None
 
 
 def b64encode(data: bytes) -> str:
