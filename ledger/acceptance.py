@@ -15,7 +15,7 @@ from ledger import events, wire
 from ledger.aggregates import LOG_ID
 from ledger.crypto import decode_public_key, key_id
 from ledger.custody import CUSTODY_COMMANDS
-from ledger.envelopes import Decoded, decode, verify_signatures
+from ledger.envelopes import Decoded, verify_signatures
 from ledger.errors import Conflict, NotAuthorized
 from ledger.registry import REGISTRY_COMMANDS, Command
 from ledger.unit import UnitOfWork
@@ -26,15 +26,22 @@ COMMANDS: Mapping[str, Command[Any]] = {**REGISTRY_COMMANDS, **CUSTODY_COMMANDS}
 EntryReader = Callable[[int], events.EntryRecorded]
 
 
-def accept(unit: UnitOfWork, value: Any, origin: str, stored_entry: EntryReader) -> Outcome:
-    """Judge one envelope against the unit's state and append it; raise if it is refused."""
-    decoded = decode(value, origin, unit.now)
+def accept(
+    unit: UnitOfWork,
+    decoded: Decoded,
+    stored_entry: EntryReader,
+    checked: Callable[[str, bytes], bool | None] | None = None,
+) -> Outcome:
+    """Judge one decoded envelope against the unit's state and append it; raise if refused.
+
+    `checked` may hold signature verdicts reached ahead of time (see `ledger.prefetch`).
+    """
     event = decoded.event
     repeat = _repeat(unit, decoded, stored_entry)
     if repeat is not None:
         return Outcome(receipt=repeat, repeated=True)
     command = COMMANDS[event.type]
-    signers = verify_signatures(decoded, unit.active_key, command.introduced(event))
+    signers = verify_signatures(decoded, unit.active_key, command.introduced(event), checked)
     _check_signers(decoded, signers, command.cosigners(event, unit))
     command.authorize(event, unit)
     command.check(event, unit)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -26,6 +27,7 @@ from ledger.asof import AsOf
 from ledger.batch import Batch
 from ledger.canonical import parse_json
 from ledger.crypto import Signer, decode_public_key
+from ledger.envelopes import Decoded, decode
 from ledger.errors import (
     BatchRefused,
     Conflict,
@@ -37,6 +39,7 @@ from ledger.errors import (
 )
 from ledger.notes import verifier_key
 from ledger.persistence import store_env
+from ledger.prefetch import Prefetch
 from ledger.projections import Projections, Tally, tally
 from ledger.replay import batch_as_of, catch_up
 from ledger.unit import UnitOfWork
@@ -85,7 +88,12 @@ class Ledger(Application[UUID]):
         self._genesis: str | None = None
         self._next_seq = 0
         self.projections = Projections()
+        self._verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
         self._refresh()
+
+    def close(self) -> None:
+        self._verifier.shutdown(wait=True, cancel_futures=True)
+        super().close()
 
     # -- setting up ---------------------------------------------------------------------------
 
@@ -163,16 +171,36 @@ class Ledger(Application[UUID]):
             return self._commit(lambda unit: self._accept_all(unit, envelopes))
 
     def _accept(self, unit: UnitOfWork, value: Any) -> Outcome:
-        return accept(unit, value, self.info.origin, lambda seq: self._entries(seq, 1)[0])
+        return accept(unit, decode(value, self.info.origin, unit.now), self._stored_entry)
 
     def _accept_all(self, unit: UnitOfWork, envelopes: Sequence[Any]) -> list[Outcome]:
-        outcomes = []
-        for index, value in enumerate(envelopes):
+        """Decode the whole batch, verify its signatures ahead on another core, then judge
+        each envelope in order; the first refusal (by index) refuses the batch."""
+        decoded: list[Decoded | LedgerError] = []
+        for value in envelopes:
             try:
-                outcomes.append(self._accept(unit, value))
+                decoded.append(decode(value, self.info.origin, unit.now))
             except LedgerError as exc:
-                raise BatchRefused(index, exc) from None
-        return outcomes
+                decoded.append(exc)
+        prefetch = Prefetch(self._verifier)
+        prefetch.start([d if isinstance(d, Decoded) else None for d in decoded], unit.active_key)
+        try:
+            return [self._judge(unit, index, item, prefetch) for index, item in enumerate(decoded)]
+        finally:
+            prefetch.stop()
+
+    def _judge(
+        self, unit: UnitOfWork, index: int, item: Decoded | LedgerError, prefetch: Prefetch
+    ) -> Outcome:
+        try:
+            if isinstance(item, LedgerError):
+                raise item
+            return accept(unit, item, self._stored_entry, prefetch.checked(index))
+        except LedgerError as exc:
+            raise BatchRefused(index, exc) from None
+
+    def _stored_entry(self, seq: int) -> events.EntryRecorded:
+        return self._entries(seq, 1)[0]
 
     def _commit(self, work: Callable[[UnitOfWork], list[Outcome]]) -> list[Outcome]:
         for _attempt in range(3):
