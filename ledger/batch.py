@@ -41,7 +41,7 @@ class Batch(Aggregate):
         history: list[int]
 
     def snapshot(self) -> events.BatchSnapshot:
-        return events.BatchSnapshot(
+        return events.BatchSnapshot.model_construct(
             batch=self.batch_id, model=self.model, quantity=self.quantity, missing=self.missing,
             status=self.status, owner=self.owner, holder=self.holder, to=self.to,
             destination=self.destination, country=self.country, site=self.site,
