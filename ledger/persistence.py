@@ -36,14 +36,15 @@ class PydanticMapper(Mapper[UUID]):
 
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
         model = cast(BaseModel, domain_event)
-        state = model.model_dump(
-            mode="json", exclude={"originator_id", "originator_version"}, exclude_none=True
+        # pydantic's own serializer writes the JSON; the transcoder reads it back.
+        state = model.model_dump_json(
+            exclude={"originator_id", "originator_version"}, exclude_none=True
         )
         return StoredEvent(
             originator_id=domain_event.originator_id,
             originator_version=domain_event.originator_version,
             topic=get_topic(type(domain_event)),
-            state=self.transcoder.encode(state),
+            state=state.encode("utf-8"),
         )
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
