@@ -25,7 +25,7 @@ from ledger.acceptance import accept
 from ledger.aggregates import LEDGER_ID, LOG_ID, LedgerInfo, stream_id
 from ledger.asof import AsOf
 from ledger.batch import Batch
-from ledger.canonical import parse_json
+from ledger.canonical import b64decode_strict, parse_json
 from ledger.crypto import Signer, decode_public_key
 from ledger.envelopes import Decoded, decode
 from ledger.errors import (
@@ -40,7 +40,7 @@ from ledger.errors import (
 from ledger.notes import verifier_key
 from ledger.persistence import store_env
 from ledger.prefetch import Prefetch
-from ledger.projections import Projections, Tally, tally
+from ledger.projections import Projections, tally
 from ledger.replay import batch_as_of, catch_up
 from ledger.unit import UnitOfWork
 from ledger.views import (
@@ -288,7 +288,7 @@ class Ledger(Application[UUID]):
 
     def batch(self, batch_id: str, as_of: AsOf | None = None) -> BatchView:
         with self._lock:
-            return _batch_view(self._batch(batch_id, as_of))
+            return BatchView.of(self._batch(batch_id, as_of))
 
     def history(self, batch_id: str, as_of: AsOf | None = None) -> HistoryView:
         with self._lock:
@@ -313,10 +313,10 @@ class Ledger(Application[UUID]):
             if self.repository_get(stream_id("party", party)) is None:
                 raise NotFound(f"no party {party!r} is registered")
             if as_of is None:
-                return _allocation_view(party, self.projections.holdings.tally(party))
+                return AllocationView.of(party, self.projections.holdings.tally(party))
             involved = sorted(self.projections.involvement.batches.get(party, ()))
             states = [self._batch_or_none(b, as_of) for b in involved]
-            return _allocation_view(party, tally([s.snapshot() for s in states if s], party))
+            return AllocationView.of(party, tally([s.snapshot() for s in states if s], party))
 
     def repository_get(self, aggregate_id: UUID) -> Any:
         try:
@@ -340,34 +340,8 @@ class Ledger(Application[UUID]):
     def _history_entry(self, seq: int) -> HistoryEntry:
         entry = self._entries(seq, 1)[0]
         envelope = parse_json(entry.envelope.encode())
-        event = parse_json(_payload_bytes(envelope))
+        event = parse_json(b64decode_strict(envelope["payload"], "payload"))
         return HistoryEntry(seq=seq, recorded_at=entry.recorded_at, envelope=envelope, event=event)
-
-
-def _payload_bytes(envelope: dict[str, Any]) -> bytes:
-    import base64
-
-    return base64.b64decode(envelope["payload"])
-
-
-def _batch_view(batch: Batch) -> BatchView:
-    at_site = batch.status in ("delivered", "installed")
-    return BatchView(
-        batch=batch.batch_id, model=batch.model, quantity=batch.quantity,
-        missing=batch.missing, status=batch.status, owner=batch.owner, holder=batch.holder,
-        to=batch.to if batch.status == "in_transit" else None,
-        country=batch.country if at_site else None, site=batch.site if at_site else None,
-        license=batch.license, parent=batch.parent, children=batch.children or None,
-        serials_known=batch.serials is not None, head=batch.head, last_seq=batch.last_seq,
-    )  # fmt: skip
-
-
-def _allocation_view(party: str, counts: Tally) -> AllocationView:
-    return AllocationView(
-        party=party, total=counts.total, by_status=dict(counts.by_status),
-        by_country=dict(counts.by_country), by_site=dict(counts.by_site),
-        by_model=dict(counts.by_model), batches=sorted(counts.batches),
-    )  # fmt: skip
 
 
 def _parse(body: bytes | dict[str, Any], limit: int) -> Any:

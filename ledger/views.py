@@ -6,6 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from ledger.batch import AT_A_SITE, Batch
+from ledger.projections import Tally
+
 
 class View(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -72,6 +75,18 @@ class BatchView(View):
     head: str
     last_seq: int
 
+    @classmethod
+    def of(cls, batch: Batch) -> BatchView:
+        at_site = batch.status in AT_A_SITE
+        return cls(
+            batch=batch.batch_id, model=batch.model, quantity=batch.quantity,
+            missing=batch.missing, status=batch.status, owner=batch.owner, holder=batch.holder,
+            to=batch.to if batch.status == "in_transit" else None,
+            country=batch.country if at_site else None, site=batch.site if at_site else None,
+            license=batch.license, parent=batch.parent, children=batch.children or None,
+            serials_known=batch.serials is not None, head=batch.head, last_seq=batch.last_seq,
+        )  # fmt: skip
+
 
 class HistoryEntry(View):
     seq: int
@@ -98,3 +113,11 @@ class AllocationView(View):
     by_site: dict[str, int]
     by_model: dict[str, int]
     batches: list[str]
+
+    @classmethod
+    def of(cls, party: str, counts: Tally) -> AllocationView:
+        return cls(
+            party=party, total=counts.total, by_status=dict(counts.by_status),
+            by_country=dict(counts.by_country), by_site=dict(counts.by_site),
+            by_model=dict(counts.by_model), batches=sorted(counts.batches),
+        )  # fmt: skip
