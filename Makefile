@@ -32,5 +32,8 @@ test: lint typecheck
 schemas: $(STAMP)
 	$(BIN)/chipledger schemas --out schemas
 
+bench: $(STAMP)
+	$(BIN)/chipledger bench
+
 clean:
 	rm -rf $(VENV) var
