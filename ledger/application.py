@@ -12,13 +12,16 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    ProcessingEvent,
+)
+from eventsourcing.persistence import IntegrityError, Recording
 
 from ledger import events
 from ledger.acceptance import accept
@@ -27,7 +30,7 @@ from ledger.asof import AsOf
 from ledger.batch import Batch
 from ledger.canonical import b64decode_strict, parse_json
 from ledger.crypto import Signer, decode_public_key
-from ledger.envelopes import Decoded, decode
+from ledger.envelopes import decode
 from ledger.errors import (
     BatchRefused,
     Conflict,
@@ -39,7 +42,6 @@ from ledger.errors import (
 )
 from ledger.notes import verifier_key
 from ledger.persistence import store_env
-from ledger.prefetch import Prefetch
 from ledger.projections import Projections, tally
 from ledger.replay import batch_as_of, catch_up
 from ledger.unit import UnitOfWork
@@ -88,12 +90,7 @@ class Ledger(Application[UUID]):
         self._genesis: str | None = None
         self._next_seq = 0
         self.projections = Projections()
-        self._verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
         self._refresh()
-
-    def close(self) -> None:
-        self._verifier.shutdown(wait=True, cancel_futures=True)
-        super().close()
 
     # -- setting up ---------------------------------------------------------------------------
 
@@ -174,30 +171,13 @@ class Ledger(Application[UUID]):
         return accept(unit, decode(value, self.info.origin, unit.now), self._stored_entry)
 
     def _accept_all(self, unit: UnitOfWork, envelopes: Sequence[Any]) -> list[Outcome]:
-        """Decode the whole batch, verify its signatures ahead on another core, then judge
-        each envelope in order; the first refusal (by index) refuses the batch."""
-        decoded: list[Decoded | LedgerError] = []
-        for value in envelopes:
+        outcomes = []
+        for index, value in enumerate(envelopes):
             try:
-                decoded.append(decode(value, self.info.origin, unit.now))
+                outcomes.append(self._accept(unit, value))
             except LedgerError as exc:
-                decoded.append(exc)
-        prefetch = Prefetch(self._verifier)
-        prefetch.start([d if isinstance(d, Decoded) else None for d in decoded], unit.active_key)
-        try:
-            return [self._judge(unit, index, item, prefetch) for index, item in enumerate(decoded)]
-        finally:
-            prefetch.stop()
-
-    def _judge(
-        self, unit: UnitOfWork, index: int, item: Decoded | LedgerError, prefetch: Prefetch
-    ) -> Outcome:
-        try:
-            if isinstance(item, LedgerError):
-                raise item
-            return accept(unit, item, self._stored_entry, prefetch.checked(index))
-        except LedgerError as exc:
-            raise BatchRefused(index, exc) from None
+                raise BatchRefused(index, exc) from None
+        return outcomes
 
     def _stored_entry(self, seq: int) -> events.EntryRecorded:
         return self._entries(seq, 1)[0]
@@ -209,7 +189,7 @@ class Ledger(Application[UUID]):
             try:
                 outcomes = work(unit)
                 created = unit.created()
-                recordings = self.save(*unit.pending()) if unit.entries else []
+                recordings = self._save(unit) if unit.entries else []
             except IntegrityError:
                 self._refresh()  # another writer moved the log on: judge again on fresh state
                 continue
@@ -219,6 +199,18 @@ class Ledger(Application[UUID]):
             self._committed(unit, created, recordings)
             return outcomes
         raise Conflict("the ledger is busy with another writer; send the envelope again")
+
+    def _save(self, unit: UnitOfWork) -> list[Recording[UUID]]:
+        """`Application.save` for a unit, in one transaction, without the library's per-object
+        runtime Protocol checks (about a tenth of batched ingest on Python 3.11)."""
+        processing = ProcessingEvent[UUID]()
+        for aggregate in unit.aggregates():
+            processing.events.extend(aggregate.collect_events())
+            processing.aggregates[aggregate.id] = aggregate
+        processing.events.extend(unit.entries)
+        recordings = self._record(processing)
+        self._notify(recordings)
+        return recordings
 
     def _discard(self, unit: UnitOfWork) -> None:
         """Forget the cached aggregates a refused unit changed in place."""
@@ -262,7 +254,7 @@ class Ledger(Application[UUID]):
         )
 
     def size(self) -> int:
-        last = list(self.events.get(LOG_ID, desc=True, limit=1))
+        last = self.recorder.select_events(LOG_ID, desc=True, limit=1)
         return last[0].originator_version + 1 if last else 0
 
     def log_entries(self, start: int = 0, limit: int = 100) -> LogEntries:

@@ -9,6 +9,7 @@ one per accepted envelope, at version `seq` of the log stream.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cache, singledispatchmethod
 from typing import Any
 from uuid import UUID
 
@@ -32,7 +33,17 @@ class AggregateEvent(DomainEvent, CanMutateAggregate[UUID]):
     """An event that changes one aggregate; the aggregate's `when` assigns its effect."""
 
     def apply(self, aggregate: Any) -> None:
-        aggregate.when(self)
+        _applier(type(aggregate), type(self))(aggregate, self)  # type: ignore[arg-type]  # classes hash
+
+
+@cache
+def _applier(aggregate_class: Any, event_class: Any) -> Any:
+    """The `when` registered for this event class (looked up once, not on every replay)."""
+    for cls in aggregate_class.__mro__:
+        when = cls.__dict__.get("when")
+        if isinstance(when, singledispatchmethod):
+            return when.dispatcher.dispatch(event_class)
+    raise NotImplementedError(f"{aggregate_class.__name__} has no appliers")
 
 
 class AggregateCreated(AggregateEvent, CanInitAggregate[UUID]):
