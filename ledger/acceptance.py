@@ -42,7 +42,7 @@ def accept(
         return Outcome.model_construct(receipt=repeat, repeated=True)
     command = COMMANDS[event.type]
     signers = verify_signatures(decoded, unit.active_key, command.introduced(event), checked)
-    _check_signers(decoded, signers, command.cosigners(event, unit))
+    _check_signers(decoded, signers, command.cosigners(event, unit), unit.genesis is None)
     command.authorize(event, unit)
     command.check(event, unit)
     findings: list[dict[str, Any]] = []  # the rules of section 7 judge here
@@ -75,24 +75,35 @@ def _repeat(unit: UnitOfWork, decoded: Decoded, stored_entry: EntryReader) -> Re
     return receipt(unit.recorded(claim.seq) or stored_entry(claim.seq))
 
 
-def _check_signers(decoded: Decoded, signers: dict[str, str], cosigners: set[str]) -> None:
-    """The signers are exactly the parties the event needs, and every new key signed."""
+def _check_signers(
+    decoded: Decoded, signers: dict[str, str], cosigners: set[str], genesis: bool
+) -> None:
+    """The signers are exactly the parties the event needs, and every new key signed.
+
+    A key the event introduces proves possession only: it never stands for the actor or a
+    co-signer (PROTOCOL.md section 2), except at genesis, where the actor is the new party.
+    """
     event = decoded.event
     if not signers:
         raise NotAuthorized(f"the envelope has no signatures; {event.actor!r} must sign it")
-    introduced = COMMANDS[event.type].introduced(event)
-    required = {event.actor} | cosigners | set(introduced.values())
-    parties = set(signers.values())
+    new_keys = {key_id(decode_public_key(k)): k for k in COMMANDS[event.type].introduced(event)}
+    for kid, key in new_keys.items():
+        if kid not in signers:
+            raise NotAuthorized(f"every new key must sign (proof of possession); {key} did not")
+    if genesis:
+        return  # the genesis command checks that the actor registers itself with these keys
+    required = {event.actor} | cosigners
+    parties = {party for kid, party in signers.items() if kid not in new_keys}
     if missing := sorted(required - parties):
-        raise NotAuthorized(f"{event.type} must be signed by {', '.join(map(repr, missing))}")
+        raise NotAuthorized(
+            f"{event.type} must be signed by {', '.join(map(repr, missing))} "
+            "with a key registered before this event"
+        )
     if extra := sorted(parties - required):
         raise NotAuthorized(
             f"only {', '.join(map(repr, sorted(required)))} may sign this {event.type}; "
             f"remove the signature of {', '.join(map(repr, extra))}"
         )
-    for key in introduced:
-        if key_id(decode_public_key(key)) not in signers:
-            raise NotAuthorized(f"every new key must sign (proof of possession); {key} did not")
 
 
 def _append(unit: UnitOfWork, decoded: Decoded, findings: list[dict[str, Any]]) -> Receipt:

@@ -213,9 +213,10 @@ class Ledger(Application[UUID]):
         return recordings
 
     def _discard(self, unit: UnitOfWork) -> None:
-        """Forget the cached aggregates a refused unit changed in place."""
+        """Forget every cached aggregate a refused or failed unit touched: it may have changed
+        them in place, and a failed save may already have collected their pending events."""
         cache = self.repository.cache
-        for aggregate in unit.aggregates():
+        for aggregate in unit.loaded():
             aggregate.collect_events()
             if cache is not None:
                 with contextlib.suppress(KeyError):
@@ -238,12 +239,14 @@ class Ledger(Application[UUID]):
             now=self.clock(),
             genesis=self._genesis,
             trust_root=self.info.authority_key,
+            serial_holder=self.projections.serials.current.get,
         )
 
     # -- reading the ledger and its log --------------------------------------------------------
 
     def ledger_info(self) -> LedgerInfoView:
-        self._sync()
+        with self._lock:
+            self._sync()
         info = self.info
         return LedgerInfoView(
             origin=info.origin,

@@ -178,6 +178,21 @@ class Deliver(BatchCommand[wire.BatchDelivered]):
             raise InvalidTransition(
                 f"{event.quantity} chips received, but only {batch.quantity} were shipped"
             )
+        for serial in set(event.serials or ()) - set(batch.serials or ()):
+            holder = unit.serial_holder(serial)
+            if holder is not None and holder != batch.batch_id:
+                raise Conflict(
+                    f"serial {serial!r} is held by batch {holder!r}; a serial is unique "
+                    "across the ledger"
+                )
+
+    def apply(
+        self, event: wire.BatchDelivered, unit: UnitOfWork, accepted: events.Accepted
+    ) -> None:
+        super().apply(event, unit, accepted)
+        for serial in event.serials or ():
+            if unit.claim(f"serial:{serial}") is None:
+                unit.take(f"serial:{serial}", event.batch)  # first seen here: unique from now on
 
     def derived(self, event: wire.BatchDelivered, unit: UnitOfWork) -> dict[str, Any]:
         return {"site_country": require_site(unit, event.site, event.actor, "")}

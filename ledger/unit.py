@@ -7,6 +7,7 @@ may register a party and then its site. Nothing reaches the store until the appl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -30,6 +31,7 @@ class UnitOfWork:
         now: datetime,
         genesis: str | None,
         trust_root: str,
+        serial_holder: Callable[[str], str | None] = lambda _: None,
     ) -> None:
         self._repository = repository
         self._known = known
@@ -39,6 +41,7 @@ class UnitOfWork:
         self.now = now
         self.genesis = genesis
         self.trust_root = trust_root
+        self._serial_holder = serial_holder
         self.entries: list[events.EntryRecorded] = []
         self.changes: list[events.BatchSnapshot] = []
 
@@ -67,6 +70,18 @@ class UnitOfWork:
 
     def claim(self, name: str) -> Claim | None:
         return self._get(Claim, "claim", name)
+
+    def serial_holder(self, serial: str) -> str | None:
+        """The batch that holds a serial now, this unit's changes included."""
+        seen: set[str] = set()
+        for snapshot in reversed(self.changes):
+            if snapshot.batch in seen:
+                continue
+            seen.add(snapshot.batch)
+            if snapshot.status != "split" and serial in (snapshot.serials or ()):
+                return snapshot.batch
+        holder = self._serial_holder(serial)
+        return holder if holder not in seen else None
 
     def active_key(self, kid: str) -> tuple[str, bytes] | None:
         """(party, raw public key) of a registered key that is not revoked."""
@@ -102,6 +117,10 @@ class UnitOfWork:
             batch = self.batch(batch_id)
             if batch is not None and batch.last_seq == self.next_seq:
                 self.changes.append(batch.snapshot())
+
+    def loaded(self) -> list[Aggregate]:
+        """Every aggregate this unit read or created."""
+        return [a for a in self._loaded.values() if a is not None]
 
     def aggregates(self) -> list[Aggregate]:
         return [a for a in self._loaded.values() if a is not None and a.pending_events]
