@@ -161,7 +161,7 @@ class Deliver(BatchCommand[wire.BatchDelivered]):
 
     def authorize_on(self, event: wire.BatchDelivered, batch: Batch, unit: UnitOfWork) -> None:
         # Out of transit there is no consignee: the holder asking gets the status's 409.
-        expected = batch.to or batch.holder
+        expected = batch.to if batch.status == "in_transit" and batch.to else batch.holder
         if event.actor != expected:
             raise NotAuthorized(
                 f"only the consignee {expected!r} may acknowledge delivery of "
