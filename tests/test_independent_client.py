@@ -34,6 +34,7 @@ from tests.independent.client import (
     envelope_for_payload,
     envelope_hash,
     format_time,
+    init_ledger,
     key_id,
     leaf_hash,
     make_event,
@@ -340,23 +341,6 @@ def populate(world: World) -> None:
         ),
         [bis_key],
     )
-
-
-def init_ledger(directory: Path, trust_root: Signer) -> tuple[Path, Path]:
-    """`chipledger init` with our own trust-root key files; the store and log key paths."""
-    trust_root.write_files(directory, "bis")
-    store, log_key = directory / "ledger.db", directory / "log.key"
-    init = run_cli(
-        "init",
-        "--store",
-        str(store),
-        "--authority-key",
-        str(directory / "bis.pub"),
-        "--log-key",
-        str(log_key),
-    )
-    assert init.returncode == 0, init.stdout + init.stderr
-    return store, log_key
 
 
 @pytest.fixture(scope="module")

@@ -25,11 +25,11 @@ from tests.independent.client import (
     Timeline,
     envelope_hash,
     format_time,
+    init_ledger,
     make_event,
     now,
     parse_time,
     payload_bytes,
-    run_cli,
     sign,
 )
 
@@ -377,18 +377,7 @@ def entry_of(step: Step) -> JSONObject:
 def custody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Custody]:
     directory = tmp_path_factory.mktemp("independent-custody")
     bis = Signer.from_label("custody bis")
-    bis.write_files(directory, "bis")
-    store, log_key = directory / "ledger.db", directory / "log.key"
-    init = run_cli(
-        "init",
-        "--store",
-        str(store),
-        "--authority-key",
-        str(directory / "bis.pub"),
-        "--log-key",
-        str(log_key),
-    )
-    assert init.returncode == 0, init.stdout + init.stderr
+    store, log_key = init_ledger(directory, bis)
     server = ServerProcess(store, log_key, open_reads=True)
     server.start()
     client = LedgerClient(server.url)

@@ -327,6 +327,23 @@ def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[st
 LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:(\d+))\s*$")
 
 
+def init_ledger(directory: Path, trust_root: Signer) -> tuple[Path, Path]:
+    """`chipledger init` with our own trust-root key files; the store and log key paths."""
+    trust_root.write_files(directory, "bis")
+    store, log_key = directory / "ledger.db", directory / "log.key"
+    init = run_cli(
+        "init",
+        "--store",
+        str(store),
+        "--authority-key",
+        str(directory / "bis.pub"),
+        "--log-key",
+        str(log_key),
+    )
+    assert init.returncode == 0, init.stdout + init.stderr
+    return store, log_key
+
+
 class ServerStartError(RuntimeError):
     pass
 
