@@ -30,18 +30,14 @@ def accept(
     unit: UnitOfWork,
     decoded: Decoded,
     stored_entry: EntryReader,
-    checked: Callable[[str, bytes], bool | None] | None = None,
 ) -> Outcome:
-    """Judge one decoded envelope against the unit's state and append it; raise if refused.
-
-    `checked` may hold signature verdicts reached ahead of time (see `ledger.prefetch`).
-    """
+    """Judge one decoded envelope against the unit's state and append it; raise if refused."""
     event = decoded.event
     repeat = _repeat(unit, decoded, stored_entry)
     if repeat is not None:
         return Outcome.model_construct(receipt=repeat, repeated=True)
     command = COMMANDS[event.type]
-    signers = verify_signatures(decoded, unit.active_key, command.introduced(event), checked)
+    signers = verify_signatures(decoded, unit.active_key, command.introduced(event))
     _check_signers(decoded, signers, command.cosigners(event, unit), unit.genesis is None)
     command.authorize(event, unit)
     command.check(event, unit)

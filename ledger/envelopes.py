@@ -98,14 +98,12 @@ def verify_signatures(
     decoded: Decoded,
     registered: Callable[[str], tuple[str, bytes] | None],
     introduced: Mapping[str, str],
-    checked: Callable[[str, bytes], bool | None] | None = None,
 ) -> dict[str, str]:
     """Verify every signature; return key id -> signing party.
 
     `registered(keyid)` gives (party, public key) for a key that is registered and not
     revoked, or None. `introduced` maps the public keys an event introduces to the party
     they are for. A signature under any other key, or one that does not verify, is refused.
-    `checked(keyid, public key)` may give a verdict reached ahead of time for this envelope.
     """
     message = pae(PAYLOAD_TYPE, decoded.payload)
     new_keys = {key_id(decode_public_key(k)): (party, k) for k, party in introduced.items()}
@@ -118,8 +116,7 @@ def verify_signatures(
             party, public = known
         else:
             raise BadSignature(f"key {kid} is not a registered, unrevoked key of any party")
-        verdict = checked(kid, public) if checked is not None else None
-        if not (verify(public, message, sig) if verdict is None else verdict):
+        if not verify(public, message, sig):
             raise BadSignature(f"the signature by key {kid} does not verify over this payload")
         signers[kid] = party
     return signers
