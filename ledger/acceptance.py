@@ -8,7 +8,7 @@ transaction, or drops it when anything is refused.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from ledger import events, wire
@@ -17,6 +17,7 @@ from ledger.crypto import decode_public_key, key_id
 from ledger.custody import CUSTODY_COMMANDS
 from ledger.envelopes import Decoded, verify_signatures
 from ledger.errors import Conflict, NotAuthorized
+from ledger.models import built
 from ledger.registry import REGISTRY_COMMANDS, Command
 from ledger.unit import UnitOfWork
 from ledger.views import Outcome, Receipt
@@ -30,14 +31,17 @@ def accept(
     unit: UnitOfWork,
     decoded: Decoded,
     stored_entry: EntryReader,
+    verified: Collection[tuple[str, bytes]] = (),
 ) -> Outcome:
-    """Judge one decoded envelope against the unit's state and append it; raise if refused."""
+    """Judge one decoded envelope against the unit's state and append it; raise if refused.
+
+    `verified`: signatures already seen to verify (`ledger.ahead`), not checked again."""
     event = decoded.event
     repeat = _repeat(unit, decoded, stored_entry)
     if repeat is not None:
-        return Outcome.model_construct(receipt=repeat, repeated=True)
+        return built(Outcome, receipt=repeat, repeated=True)
     command = COMMANDS[event.type]
-    signers = verify_signatures(decoded, unit.active_key, command.introduced(event))
+    signers = verify_signatures(decoded, unit.active_key, command.introduced(event), verified)
     _check_signers(decoded, signers, command.cosigners(event, unit), unit.genesis is None)
     command.authorize(event, unit)
     command.check(event, unit)
@@ -45,10 +49,10 @@ def accept(
     command.apply(
         event,
         unit,
-        events.Accepted.model_construct(seq=unit.next_seq, envelope_hash=decoded.envelope_hash),
+        built(events.Accepted, seq=unit.next_seq, envelope_hash=decoded.envelope_hash),
     )
     unit.note_changes(_batches_named(event))
-    return Outcome.model_construct(receipt=_append(unit, decoded, findings), repeated=False)
+    return built(Outcome, receipt=_append(unit, decoded, findings), repeated=False)
 
 
 def _batches_named(event: Any) -> list[str]:
@@ -60,15 +64,16 @@ def _batches_named(event: Any) -> list[str]:
 
 
 def _repeat(unit: UnitOfWork, decoded: Decoded, stored_entry: EntryReader) -> Receipt | None:
-    claim = unit.claim(f"event:{decoded.event.id}")
-    if claim is None:
+    accepted = unit.accepted_id(decoded.event.id)
+    if accepted is None:
         return None
-    if claim.digest != decoded.payload_digest:
+    seq, digest = accepted
+    if digest != decoded.payload_digest:
         raise Conflict(
             f"event id {decoded.event.id} was accepted with other payload bytes; "
             "an event id names one event: choose a new id"
         )
-    return receipt(unit.recorded(claim.seq) or stored_entry(claim.seq))
+    return receipt(unit.recorded(seq) or stored_entry(seq))
 
 
 def _check_signers(
@@ -105,7 +110,8 @@ def _check_signers(
 def _append(unit: UnitOfWork, decoded: Decoded, findings: list[dict[str, Any]]) -> Receipt:
     event = decoded.event
     # Built from values the pipeline has just checked: no second validation on the hot path.
-    entry = events.EntryRecorded.model_construct(
+    entry = built(
+        events.EntryRecorded,
         originator_id=LOG_ID,
         originator_version=unit.next_seq,
         timestamp=unit.now,
@@ -119,14 +125,15 @@ def _append(unit: UnitOfWork, decoded: Decoded, findings: list[dict[str, Any]]) 
         recorded_at=format_time(unit.now),
         findings=findings,
     )
-    unit.take(f"event:{event.id}", event.actor, decoded.payload_digest)
+    unit.event_ids[event.id] = (unit.next_seq, decoded.payload_digest)
     unit.entries.append(entry)
     unit.next_seq += 1
     return receipt(entry)
 
 
 def receipt(entry: events.EntryRecorded) -> Receipt:
-    return Receipt.model_construct(
+    return built(
+        Receipt,
         seq=entry.seq,
         id=entry.event_id,
         type=entry.event_type,

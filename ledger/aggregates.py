@@ -11,12 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache, singledispatchmethod
+from typing import Any
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import BaseAggregate
 
 from ledger import events
 from ledger.crypto import decode_public_key, key_id
+from ledger.models import built
 
 NAMESPACE = UUID("6f0f1f0e-6c1b-5d2e-9a57-636869706c65")
 
@@ -33,6 +35,15 @@ LEDGER_ID = stream_id("ledger", "info")
 
 class Aggregate(BaseAggregate[UUID]):
     """Explicit trigger-and-apply: events come from `ledger.events`, `when` assigns them."""
+
+    def record(self, event_class: type[events.AggregateEvent], **fields: Any) -> None:
+        """`trigger_event` for values the ledger has checked: the event is built, not
+        validated again, then applied and kept pending, as `trigger_event` does."""
+        event = built(
+            event_class, originator_id=self.id, originator_version=self.version + 1, **fields
+        )
+        event.mutate(self)
+        self._pending_events.append(event)
 
     @singledispatchmethod
     def when(self, event: events.AggregateEvent) -> None:

@@ -26,11 +26,12 @@ from eventsourcing.persistence import IntegrityError, Recording
 from ledger import events
 from ledger.acceptance import accept
 from ledger.aggregates import LEDGER_ID, LOG_ID, LedgerInfo, stream_id
+from ledger.ahead import ahead
 from ledger.asof import AsOf
 from ledger.batch import Batch
 from ledger.canonical import b64decode_strict, parse_json
 from ledger.crypto import Signer, decode_public_key
-from ledger.envelopes import decode
+from ledger.envelopes import Decoded, decode
 from ledger.errors import (
     BatchRefused,
     Conflict,
@@ -43,6 +44,7 @@ from ledger.errors import (
 from ledger.notes import verifier_key
 from ledger.persistence import store_env
 from ledger.projections import Projections, tally
+from ledger.recorders import PostgresLedgerRecorder, SQLiteLedgerRecorder
 from ledger.replay import batch_as_of, catch_up
 from ledger.unit import UnitOfWork
 from ledger.views import (
@@ -165,33 +167,56 @@ class Ledger(Application[UUID]):
         """Accept every envelope of `{"envelopes": [...]}` in one transaction, or none."""
         envelopes = _batch_envelopes(_parse(body, MAX_BATCH_BYTES))
         with self._lock:
-            return self._commit(lambda unit: self._accept_all(unit, envelopes))
+            return self._commit(lambda unit: self._accept_all(unit, envelopes), careful=False)
 
     def _accept(self, unit: UnitOfWork, value: Any) -> Outcome:
         return accept(unit, decode(value, self.info.origin, unit.now), self._stored_entry)
 
     def _accept_all(self, unit: UnitOfWork, envelopes: Sequence[Any]) -> list[Outcome]:
-        outcomes = []
-        for index, value in enumerate(envelopes):
-            try:
-                outcomes.append(self._accept(unit, value))
-            except LedgerError as exc:
-                raise BatchRefused(index, exc) from None
+        """Judge the envelopes in order, chunk by chunk; the first refusal refuses the batch.
+
+        The chunks come decoded, their signatures checked ahead on another core where there
+        is one (`ledger.ahead`); a careful unit looks each chunk's event ids up in one query."""
+        outcomes: list[Outcome] = []
+        with ahead(envelopes, self.info.origin, unit.now) as batch:
+            for chunk in batch.chunks(lambda kid: _public_key(unit, kid)):
+                if unit.careful:
+                    unit.prefetch_event_ids(d.event.id for d, _ in chunk if isinstance(d, Decoded))
+                for item, verified in chunk:
+                    try:
+                        if isinstance(item, LedgerError):
+                            raise item
+                        outcomes.append(accept(unit, item, self._stored_entry, verified))
+                    except LedgerError as exc:
+                        if not unit.careful:
+                            raise _Recheck from None  # a repeat may explain it: look ids up
+                        raise BatchRefused(len(outcomes), exc) from None
         return outcomes
 
     def _stored_entry(self, seq: int) -> events.EntryRecorded:
         return self._entries(seq, 1)[0]
 
-    def _commit(self, work: Callable[[UnitOfWork], list[Outcome]]) -> list[Outcome]:
-        for _attempt in range(3):
+    def _commit(
+        self, work: Callable[[UnitOfWork], list[Outcome]], careful: bool = True
+    ) -> list[Outcome]:
+        """Run `work` on a fresh unit and save it. An optimistic (not `careful`) unit does not
+        look event ids up before judging: the store's key on them refuses a repeat at commit,
+        and any refusal or conflict is judged again, carefully, before it is answered."""
+        attempts = 0
+        while attempts < 3:
             self._sync()
-            unit = self._unit()
+            unit = self._unit(careful)
             try:
                 outcomes = work(unit)
                 created = unit.created()
                 recordings = self._save(unit) if unit.entries else []
             except IntegrityError:
-                self._refresh()  # another writer moved the log on: judge again on fresh state
+                self._refresh()  # another writer moved the log on, or an event id is a repeat
+                attempts, careful = attempts + 1, True
+                continue
+            except _Recheck:
+                self._discard(unit)
+                careful = True
                 continue
             except BaseException:
                 self._discard(unit)
@@ -208,6 +233,9 @@ class Ledger(Application[UUID]):
             processing.events.extend(aggregate.collect_events())
             processing.aggregates[aggregate.id] = aggregate
         processing.events.extend(unit.entries)
+        processing.saved_kwargs["event_ids"] = [
+            (event_id, seq, digest) for event_id, (seq, digest) in unit.event_ids.items()
+        ]
         recordings = self._record(processing)
         self._notify(recordings)
         return recordings
@@ -231,7 +259,7 @@ class Ledger(Application[UUID]):
             self.projections.on_batch(change)
         self.projections.position = max(r.notification.id for r in recordings)
 
-    def _unit(self) -> UnitOfWork:
+    def _unit(self, careful: bool = True) -> UnitOfWork:
         return UnitOfWork(
             self.repository,
             known=self.projections.streams,
@@ -240,7 +268,14 @@ class Ledger(Application[UUID]):
             genesis=self._genesis,
             trust_root=self.info.authority_key,
             serial_holder=self.projections.serials.current.get,
+            event_ids=self._select_event_ids,
+            careful=careful,
         )
+
+    def _select_event_ids(self, ids: Sequence[str]) -> dict[str, tuple[int, str]]:
+        recorder = self.recorder
+        assert isinstance(recorder, SQLiteLedgerRecorder | PostgresLedgerRecorder)
+        return recorder.select_event_ids(ids)
 
     # -- reading the ledger and its log --------------------------------------------------------
 
@@ -337,6 +372,15 @@ class Ledger(Application[UUID]):
         envelope = parse_json(entry.envelope.encode())
         event = parse_json(b64decode_strict(envelope["payload"], "payload"))
         return HistoryEntry(seq=seq, recorded_at=entry.recorded_at, envelope=envelope, event=event)
+
+
+class _Recheck(Exception):
+    """An optimistic unit met a refusal: judge the batch again with event ids looked up."""
+
+
+def _public_key(unit: UnitOfWork, kid: str) -> bytes | None:
+    found = unit.active_key(kid)
+    return found[1] if found else None
 
 
 def _parse(body: bytes | dict[str, Any], limit: int) -> Any:

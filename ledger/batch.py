@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from ledger import events
 from ledger.aggregates import Aggregate
+from ledger.models import built
 
 AT_A_SITE = ("delivered", "installed")
 
@@ -41,7 +42,8 @@ class Batch(Aggregate):
         history: list[int]
 
     def snapshot(self) -> events.BatchSnapshot:
-        return events.BatchSnapshot.model_construct(
+        return built(
+            events.BatchSnapshot,
             batch=self.batch_id, model=self.model, quantity=self.quantity, missing=self.missing,
             status=self.status, owner=self.owner, holder=self.holder, to=self.to,
             destination=self.destination, country=self.country, site=self.site,

@@ -93,6 +93,44 @@ def canonical(value: Any) -> bytes:
         raise InvalidEvent("the value holds a lone surrogate, which is not Unicode text") from None
 
 
+class _NotPlain(Exception):
+    """A float, NaN or an integer outside the safe range: not for the fast path."""
+
+
+def _not_plain(_: str) -> Any:
+    raise _NotPlain
+
+
+def _safe_int(text: str) -> int:
+    value = int(text)
+    if not -(2**53) < value < 2**53:
+        raise _NotPlain
+    return value
+
+
+_PLAIN_DECODER = json.JSONDecoder(
+    parse_float=_not_plain, parse_int=_safe_int, parse_constant=_not_plain
+)
+
+
+def canonical_text(data: bytes) -> Any:
+    """The JSON value of `data` when `data` is plainly its canonical form, else None.
+
+    For ASCII text of plain values (no floats, safe integers) the standard library's
+    sorted, compact output is RFC 8785 (see `_plain`); if it reproduces `data` exactly, then
+    `data` is canonical. None means "not shown here": `parse_json` and `canonical` decide,
+    and say what is wrong (a duplicated key, for one, re-encodes shorter and lands there).
+    """
+    if not data.isascii():
+        return None
+    text = data.decode("ascii")
+    try:
+        value = _PLAIN_DECODER.decode(text)
+    except (_NotPlain, ValueError, RecursionError):
+        return None
+    return value if _FAST.encode(value) == text else None
+
+
 def b64encode(data: bytes) -> str:
     """Standard, padded base64 (RFC 4648 section 4)."""
     return base64.b64encode(data).decode("ascii")

@@ -109,7 +109,7 @@ class BatchCommand(Command[B]):
 
     def apply(self, event: B, unit: UnitOfWork, accepted: events.Accepted) -> None:
         batch = require_batch(unit, event.batch)
-        batch.trigger_event(
+        batch.record(
             self.stored,
             timestamp=unit.now,
             fact=event,

@@ -9,13 +9,14 @@ downstream re-parses unverified bytes. Neither looks at custody state.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from ledger import wire
-from ledger.canonical import b64decode_strict, canonical, parse_json
+from ledger.canonical import b64decode_strict, canonical, canonical_text, parse_json
 from ledger.crypto import PAYLOAD_TYPE, decode_public_key, key_id, pae, verify
 from ledger.errors import BadRequest, BadSignature, InvalidEvent, TooLarge
 
@@ -27,21 +28,25 @@ CLOCK_SKEW = timedelta(minutes=5)
 class Decoded:
     """An envelope whose shape, payload and event have been checked; not yet its signatures."""
 
-    envelope: wire.Envelope
     event: wire.Event
     payload: bytes
     signatures: tuple[tuple[str, bytes], ...]
     canonical: bytes
 
-    @property
+    @cached_property
     def envelope_hash(self) -> str:
         return hashlib.sha256(self.canonical).hexdigest()
 
-    @property
+    @cached_property
     def leaf_hash(self) -> str:
         return hashlib.sha256(b"\x00" + self.canonical).hexdigest()
 
-    @property
+    @cached_property
+    def message(self) -> bytes:
+        """What the signatures sign: the DSSE pre-authentication encoding of the payload."""
+        return pae(PAYLOAD_TYPE, self.payload)
+
+    @cached_property
     def payload_digest(self) -> str:
         return hashlib.sha256(self.payload).hexdigest()
 
@@ -49,11 +54,12 @@ class Decoded:
 def decode(value: Any, origin: str, now: datetime) -> Decoded:
     """Check an envelope's schema and its event's (PROTOCOL.md sections 1-3)."""
     envelope = wire.parse_envelope(value)
-    whole = canonical(value)
-    if len(whole) > MAX_ENVELOPE_BYTES:
-        raise TooLarge(f"the envelope is {len(whole)} bytes; the limit is 1 MiB")
+    text = _envelope_text(envelope)
+    if len(text) > MAX_ENVELOPE_BYTES:
+        raise TooLarge(f"the envelope is {len(text)} bytes; the limit is 1 MiB")
     signatures = _signatures(envelope)
     payload = b64decode_strict(envelope.payload, "payload")
+    whole = text.encode("ascii")  # canonical: every string in it is base64 or hex
     event = wire.parse_event(_payload_json(payload))
     if event.ledger != origin:
         raise InvalidEvent(
@@ -64,7 +70,20 @@ def decode(value: Any, origin: str, now: datetime) -> Decoded:
             f"'at' {wire.format_time(event.at)} is more than 5 minutes after the ledger's "
             f"clock ({wire.format_time(now)}); check the signer's clock"
         )
-    return Decoded(envelope, event, payload, signatures, whole)
+    return Decoded(event, payload, signatures, whole)
+
+
+def _envelope_text(envelope: wire.Envelope) -> str:
+    """The envelope written sorted and compact, its strings as they are.
+
+    This is its canonical form (RFC 8785) once its strings are known to be base64 text (key
+    ids are hex by the schema; `decode` checks the rest next), which needs no escaping.
+    """
+    signatures = ",".join(f'{{"keyid":"{s.keyid}","sig":"{s.sig}"}}' for s in envelope.signatures)
+    return (
+        f'{{"payload":"{envelope.payload}","payloadType":"{PAYLOAD_TYPE}",'
+        f'"signatures":[{signatures}]}}'
+    )
 
 
 def _signatures(envelope: wire.Envelope) -> tuple[tuple[str, bytes], ...]:
@@ -82,6 +101,8 @@ def _signatures(envelope: wire.Envelope) -> tuple[tuple[str, bytes], ...]:
 
 
 def _payload_json(payload: bytes) -> Any:
+    if (value := canonical_text(payload)) is not None:
+        return value
     try:
         value = parse_json(payload, "payload")
     except BadRequest as exc:
@@ -98,14 +119,17 @@ def verify_signatures(
     decoded: Decoded,
     registered: Callable[[str], tuple[str, bytes] | None],
     introduced: Mapping[str, str],
+    verified: Collection[tuple[str, bytes]] = (),
 ) -> dict[str, str]:
     """Verify every signature; return key id -> signing party.
 
     `registered(keyid)` gives (party, public key) for a key that is registered and not
     revoked, or None. `introduced` maps the public keys an event introduces to the party
     they are for. A signature under any other key, or one that does not verify, is refused.
+    `verified` holds (key id, public key) pairs already seen to verify over this payload
+    (`ledger.ahead`): such a signature is not checked twice.
     """
-    message = pae(PAYLOAD_TYPE, decoded.payload)
+    message = decoded.message
     new_keys = {key_id(decode_public_key(k)): (party, k) for k, party in introduced.items()}
     signers: dict[str, str] = {}
     for kid, sig in decoded.signatures:
@@ -116,7 +140,7 @@ def verify_signatures(
             party, public = known
         else:
             raise BadSignature(f"key {kid} is not a registered, unrevoked key of any party")
-        if not verify(public, message, sig):
+        if (kid, public) not in verified and not verify(public, message, sig):
             raise BadSignature(f"the signature by key {kid} does not verify over this payload")
         signers[kid] = party
     return signers

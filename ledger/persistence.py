@@ -2,7 +2,8 @@
 
 `PydanticMapper` and `JsonTranscoder` are selected through the application's environment
 (MAPPER_TOPIC, TRANSCODER_TOPIC). `store_env` turns a SQLite path or a `postgresql://` URL
-into the library's own settings: the library's recorders are used as they are, on both.
+into the library's own settings. The recorders are the library's, each with one table more
+(`ledger.recorders`: accepted event ids, written in the same transaction).
 """
 
 from __future__ import annotations
@@ -69,7 +70,12 @@ def store_env(store: str) -> dict[str, str]:
         raise BadRequest(f"the store {store!r} is neither a file path nor a postgresql:// URL")
     path = Path(store)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return {**BASE_ENV, "PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)}
+    return {
+        **BASE_ENV,
+        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "APPLICATION_RECORDER_TOPIC": "ledger.recorders:SQLiteLedgerRecorder",
+        "SQLITE_DBNAME": str(path),
+    }
 
 
 def _postgres_env(url: str) -> dict[str, str]:
@@ -77,6 +83,7 @@ def _postgres_env(url: str) -> dict[str, str]:
     query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
     env = {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "APPLICATION_RECORDER_TOPIC": "ledger.recorders:PostgresLedgerRecorder",
         "POSTGRES_DBNAME": unquote(parts.path.lstrip("/")) or "postgres",
         "POSTGRES_HOST": parts.hostname or "127.0.0.1",
         "POSTGRES_PORT": str(parts.port or 5432),

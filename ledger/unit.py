@@ -7,7 +7,7 @@ may register a party and then its site. Nothing reaches the store until the appl
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -32,6 +32,8 @@ class UnitOfWork:
         genesis: str | None,
         trust_root: str,
         serial_holder: Callable[[str], str | None] = lambda _: None,
+        event_ids: Callable[[Sequence[str]], dict[str, tuple[int, str]]] = lambda _: {},
+        careful: bool = True,
     ) -> None:
         self._repository = repository
         self._known = known
@@ -42,6 +44,10 @@ class UnitOfWork:
         self.genesis = genesis
         self.trust_root = trust_root
         self._serial_holder = serial_holder
+        self._select_event_ids = event_ids
+        self.careful = careful  # look event ids up; else only this unit's (see Ledger._commit)
+        self._stored_ids: dict[str, tuple[int, str] | None] = {}
+        self.event_ids: dict[str, tuple[int, str]] = {}  # accepted by this unit: (seq, digest)
         self.entries: list[events.EntryRecorded] = []
         self.changes: list[events.BatchSnapshot] = []
 
@@ -70,6 +76,23 @@ class UnitOfWork:
 
     def claim(self, name: str) -> Claim | None:
         return self._get(Claim, "claim", name)
+
+    def prefetch_event_ids(self, ids: Iterable[str]) -> None:
+        """Look up many event ids in one query, before the envelopes naming them are judged."""
+        wanted = [i for i in dict.fromkeys(ids) if i not in self._stored_ids]
+        found = self._select_event_ids(wanted) if wanted else {}
+        for event_id in wanted:
+            self._stored_ids[event_id] = found.get(event_id)
+
+    def accepted_id(self, event_id: str) -> tuple[int, str] | None:
+        """(seq, payload digest) if an envelope with this event id was accepted already."""
+        if event_id in self.event_ids:
+            return self.event_ids[event_id]
+        if event_id not in self._stored_ids:
+            if not self.careful:
+                return None
+            self.prefetch_event_ids([event_id])
+        return self._stored_ids[event_id]
 
     def serial_holder(self, serial: str) -> str | None:
         """The batch that holds a serial now, this unit's changes included."""

@@ -1,0 +1,105 @@
+"""The library's application recorders, each with one table of its own: accepted event ids.
+
+An event id names one event forever (PROTOCOL.md section 5, "repeat"). Each accepted
+envelope writes a row `(event_id, seq, digest)` in the same transaction as its stored events:
+`Application.save(..., event_ids=[...])` hands the rows to `_insert_events`, which the library
+calls inside that transaction. The primary key refuses a second row for an id, so two writers
+can never both accept it; a lookup of many ids is one query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
+
+EventIdRow = tuple[str, int, str]  # event id, the seq that accepted it, its payload digest
+EVENT_IDS_TABLE = "ledger_event_ids"
+_INSERT_ID = "INSERT INTO ledger_event_ids VALUES (?,?,?)"
+_SELECT_IDS = "SELECT event_id, seq, digest FROM ledger_event_ids WHERE event_id IN "
+
+
+class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
+    def construct_create_table_statements(self) -> list[str]:
+        return [
+            *super().construct_create_table_statements(),
+            f"CREATE TABLE IF NOT EXISTS {EVENT_IDS_TABLE} (event_id TEXT PRIMARY KEY, "
+            "seq INTEGER NOT NULL, digest TEXT NOT NULL) WITHOUT ROWID",
+        ]
+
+    def _insert_events(
+        self,
+        c: SQLiteCursor,
+        stored_events: Sequence[StoredEvent],
+        *,
+        event_ids: Sequence[EventIdRow] = (),
+        **kwargs: Any,
+    ) -> Sequence[int] | None:
+        # One executemany, not the library's execute per row: within the transaction's
+        # write lock the new rows take consecutive rowids, ending at last_insert_rowid().
+        c.executemany(
+            self.insert_events_statement,
+            [
+                (s.originator_id.hex if isinstance(s.originator_id, UUID) else s.originator_id,
+                 s.originator_version, s.topic, s.state)
+                for s in stored_events
+            ],
+        )  # fmt: skip
+        c.execute("SELECT last_insert_rowid()")
+        last = c.fetchone()[0]
+        if event_ids:
+            c.executemany(_INSERT_ID, event_ids)
+        return list(range(last - len(stored_events) + 1, last + 1))
+
+    def select_event_ids(self, ids: Sequence[str]) -> dict[str, tuple[int, str]]:
+        """(seq, digest) of each of `ids` that was accepted."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))  # placeholders only: the ids are parameters
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(_SELECT_IDS + f"({marks})", list(ids))
+            return {row["event_id"]: (row["seq"], row["digest"]) for row in c.fetchall()}
+
+
+class PostgresLedgerRecorder(PostgresApplicationRecorder):
+    def __init__(
+        self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"
+    ) -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        table = Identifier(datastore.schema, EVENT_IDS_TABLE)
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {table} (event_id text PRIMARY KEY, "
+                "seq bigint NOT NULL, digest text NOT NULL)"
+            ).format(table=table)
+        )
+        self._insert_event_ids = SQL("INSERT INTO {table} VALUES (%s, %s, %s)").format(table=table)
+        self._select_event_ids = SQL(
+            "SELECT event_id, seq, digest FROM {table} WHERE event_id = ANY(%s)"
+        ).format(table=table)
+
+    def _insert_events(
+        self,
+        curs: Cursor[DictRow],
+        stored_events: Sequence[StoredEvent],
+        *,
+        event_ids: Sequence[EventIdRow] = (),
+        **kwargs: Any,
+    ) -> None:
+        super()._insert_events(curs, stored_events, **kwargs)
+        if event_ids:
+            curs.executemany(self._insert_event_ids, event_ids)
+
+    def select_event_ids(self, ids: Sequence[str]) -> dict[str, tuple[int, str]]:
+        if not ids:
+            return {}
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._select_event_ids, (list(ids),))
+            return {row["event_id"]: (row["seq"], row["digest"]) for row in curs.fetchall()}
