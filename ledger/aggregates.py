@@ -8,7 +8,7 @@ stream, and creating it twice is refused by the event store itself.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache, singledispatchmethod
 from typing import Any
@@ -85,6 +85,10 @@ class Key:
     added_seq: int
     revoked_seq: int | None = None
     compromised_since: datetime | None = None
+    raw: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.raw = decode_public_key(self.public_key)
 
     @property
     def active(self) -> bool:

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -37,8 +38,9 @@ from ledger.envelopes import Decoded, decode
 from ledger.errors import LedgerError
 
 MIN_BATCH = 8  # smaller batches are decoded here: the pipe would cost more than it saves
-CHUNKS = (4, 8)  # the first chunks are small, so that the worker is soon ahead; then CHUNK
+CHUNKS = (8,)  # the first chunk is done here while the worker starts on the next ones
 CHUNK = 16
+IN_FLIGHT = 8  # chunks the worker holds at a time
 WAIT = 0.02  # seconds to wait for a chunk the worker is on, before doing it here
 _FRAME = struct.Struct("<I")
 
@@ -65,10 +67,11 @@ def prepare(
         except LedgerError as exc:
             out.append((exc, frozenset()))
             continue
+        message = decoded.message
         verified = frozenset(
             (kid, keys[kid])
             for kid, signature in decoded.signatures
-            if kid in keys and verify(keys[kid], decoded.message, signature)
+            if kid in keys and verify(keys[kid], message, signature)
         )
         out.append((decoded, verified))
     return out
@@ -194,48 +197,74 @@ _WORKER = Worker()
 
 
 class Ahead:
-    """One batch's envelopes, prepared in chunks: by the worker where it can, else here."""
+    """One batch's envelopes, prepared in chunks, in order.
+
+    Chunk 0 is done here while the worker starts on the next ones; the worker is kept
+    `IN_FLIGHT` chunks ahead, from the front. Waiting for a chunk, this process prepares the
+    last unassigned one (from the back) rather than sit idle; a chunk the worker does not
+    deliver within `WAIT` is done here."""
 
     def __init__(
         self, worker: Worker | None, values: Sequence[Any], origin: str, now: datetime
     ) -> None:
-        self._worker = worker
+        self._worker = worker if worker is not None and worker.ready else None
         self._values = values
         self._origin = origin
         self._now = now
+        self._bounds = _bounds(len(values))
+        self._done: dict[int, list[Prepared]] = {}
+        self._pending = deque(range(1, len(self._bounds)) if self._worker else ())
+        self._jobs: dict[int, int] = {}  # chunk -> job number
+        self._keys: dict[str, bytes] = {}
 
     def chunks(self, key: KeyLookup) -> Iterator[list[Prepared]]:
-        """The batch's envelopes prepared, chunk by chunk, in order."""
-        bounds = _bounds(len(self._values))
-        worker = self._worker
-        jobs: dict[int, int] = {}
-        if worker is not None and worker.ready:
-            keys: dict[str, bytes] = {}
-            for index, (start, stop) in enumerate(bounds[1:], 1):
-                values = list(self._values[start:stop])
-                for kid in {k for value in values for k in key_ids(value)} - keys.keys():
-                    if (public := key(kid)) is not None:
-                        keys[kid] = public
-                jobs[index] = worker.send(self._origin, self._now, dict(keys), values)
-        for index, (start, stop) in enumerate(bounds):
-            done = self._collect(jobs[index]) if index in jobs else None
-            if done is None:
-                done = prepare(self._values[start:stop], self._origin, self._now, {})
-            yield done
-        if worker is not None:
-            for number in jobs.values():
-                worker.replies.pop(number, None)
+        self._assign(key)
+        for index in range(len(self._bounds)):
+            if index not in self._jobs and index not in self._done:
+                with contextlib.suppress(ValueError):
+                    self._pending.remove(index)
+                self._here(index)
+            while index not in self._done:
+                self._collect(index)
+            self._assign(key)
+            yield self._done.pop(index)
 
-    def _collect(self, number: int) -> list[Prepared] | None:
+    def _here(self, index: int) -> None:
+        start, stop = self._bounds[index]
+        self._done[index] = prepare(self._values[start:stop], self._origin, self._now, {})
+
+    def _assign(self, key: KeyLookup) -> None:
         worker = self._worker
-        assert worker is not None
+        while worker is not None and self._pending and len(self._jobs) < IN_FLIGHT:
+            index = self._pending.popleft()
+            start, stop = self._bounds[index]
+            values = list(self._values[start:stop])
+            for kid in {k for value in values for k in key_ids(value)} - self._keys.keys():
+                if (public := key(kid)) is not None:
+                    self._keys[kid] = public
+            self._jobs[index] = worker.send(self._origin, self._now, dict(self._keys), values)
+
+    def _collect(self, index: int) -> None:
+        """Wait for the worker's chunk `index`, working meanwhile; or do it here."""
+        worker = self._worker
+        number = self._jobs.get(index)
         deadline = time.monotonic() + WAIT
-        while number not in worker.replies and worker.ready:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
+        while worker is not None and number is not None and worker.ready:
+            worker.pump(0)
+            if number in worker.replies:
+                del self._jobs[index]
+                if (reply := worker.replies.pop(number)) is not None:
+                    self._done[index] = reply
+                    return
+                break
+            if self._pending:
+                self._here(self._pending.pop())  # steal from the back
+                continue
+            if (left := deadline - time.monotonic()) <= 0:
+                break
             worker.pump(left)
-        return worker.replies.pop(number, None)
+        self._jobs.pop(index, None)
+        self._here(index)
 
 
 def _bounds(size: int) -> list[tuple[int, int]]:

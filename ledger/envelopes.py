@@ -12,7 +12,6 @@ import hashlib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cached_property
 from typing import Any
 
 from ledger import wire
@@ -26,29 +25,23 @@ CLOCK_SKEW = timedelta(minutes=5)
 
 @dataclass(frozen=True)
 class Decoded:
-    """An envelope whose shape, payload and event have been checked; not yet its signatures."""
+    """An envelope whose shape, payload and event have been checked; not yet its signatures.
+
+    Its digests are computed once, here (by the worker of `ledger.ahead` where there is
+    one): `envelope_hash` and `leaf_hash` of the canonical envelope, `payload_digest`."""
 
     event: wire.Event
     payload: bytes
     signatures: tuple[tuple[str, bytes], ...]
     canonical: bytes
+    envelope_hash: str
+    leaf_hash: str
+    payload_digest: str
 
-    @cached_property
-    def envelope_hash(self) -> str:
-        return hashlib.sha256(self.canonical).hexdigest()
-
-    @cached_property
-    def leaf_hash(self) -> str:
-        return hashlib.sha256(b"\x00" + self.canonical).hexdigest()
-
-    @cached_property
+    @property
     def message(self) -> bytes:
         """What the signatures sign: the DSSE pre-authentication encoding of the payload."""
         return pae(PAYLOAD_TYPE, self.payload)
-
-    @cached_property
-    def payload_digest(self) -> str:
-        return hashlib.sha256(self.payload).hexdigest()
 
 
 def decode(value: Any, origin: str, now: datetime) -> Decoded:
@@ -70,7 +63,15 @@ def decode(value: Any, origin: str, now: datetime) -> Decoded:
             f"'at' {wire.format_time(event.at)} is more than 5 minutes after the ledger's "
             f"clock ({wire.format_time(now)}); check the signer's clock"
         )
-    return Decoded(event, payload, signatures, whole)
+    return Decoded(
+        event,
+        payload,
+        signatures,
+        whole,
+        envelope_hash=hashlib.sha256(whole).hexdigest(),
+        leaf_hash=hashlib.sha256(b"\x00" + whole).hexdigest(),
+        payload_digest=hashlib.sha256(payload).hexdigest(),
+    )
 
 
 def _envelope_text(envelope: wire.Envelope) -> str:
@@ -129,7 +130,6 @@ def verify_signatures(
     `verified` holds (key id, public key) pairs already seen to verify over this payload
     (`ledger.ahead`): such a signature is not checked twice.
     """
-    message = decoded.message
     new_keys = {key_id(decode_public_key(k)): (party, k) for k, party in introduced.items()}
     signers: dict[str, str] = {}
     for kid, sig in decoded.signatures:
@@ -140,7 +140,7 @@ def verify_signatures(
             party, public = known
         else:
             raise BadSignature(f"key {kid} is not a registered, unrevoked key of any party")
-        if (kid, public) not in verified and not verify(public, message, sig):
+        if (kid, public) not in verified and not verify(public, decoded.message, sig):
             raise BadSignature(f"the signature by key {kid} does not verify over this payload")
         signers[kid] = party
     return signers

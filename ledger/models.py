@@ -10,7 +10,6 @@ promise, held by the tests that compare built models with validated ones.
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -18,22 +17,29 @@ from pydantic import BaseModel
 M = TypeVar("M", bound=BaseModel)
 
 
-@cache
+_FIELDS: dict[type[BaseModel], tuple[int, dict[str, Any]]] = {}
+_set = object.__setattr__
+
+
 def _fields(cls: type[BaseModel]) -> tuple[int, dict[str, Any]]:
     fields = cls.model_fields
-    return len(fields), {n: f.default for n, f in fields.items() if not f.is_required()}
+    found = _FIELDS[cls] = (
+        len(fields),
+        {n: f.default for n, f in fields.items() if not f.is_required()},
+    )
+    return found
 
 
 def built(cls: type[M], **values: Any) -> M:
-    count, defaults = _fields(cls)
+    count, defaults = _FIELDS.get(cls) or _fields(cls)
     if len(values) != count:
         values = {**defaults, **values}
         if values.keys() != cls.model_fields.keys():
             wrong = sorted(values.keys() ^ cls.model_fields.keys())
             raise TypeError(f"{cls.__name__} cannot be built: fields {wrong}")
     model = cls.__new__(cls)
-    object.__setattr__(model, "__dict__", values)
-    object.__setattr__(model, "__pydantic_fields_set__", set(values))
-    object.__setattr__(model, "__pydantic_extra__", None)
-    object.__setattr__(model, "__pydantic_private__", None)
+    _set(model, "__dict__", values)
+    _set(model, "__pydantic_fields_set__", set(values))
+    _set(model, "__pydantic_extra__", None)
+    _set(model, "__pydantic_private__", None)
     return model

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from uuid import UUID
 
 from ledger.events import BatchSnapshot
 
@@ -53,19 +52,25 @@ class Tally:
     batches: set[str] = field(default_factory=set)
 
     def add(self, batch: str, share: Share, sign: int) -> None:
-        self.total += sign * share.quantity
-        self.by_status[share.status] += sign * share.quantity
-        self.by_country[share.country] += sign * share.quantity
+        quantity = sign * share.quantity
+        self.total += quantity
+        _move(self.by_status, share.status, quantity)
+        _move(self.by_country, share.country, quantity)
         if share.site is not None:
-            self.by_site[share.site] += sign * share.quantity
-        self.by_model[share.model] += sign * share.quantity
+            _move(self.by_site, share.site, quantity)
+        _move(self.by_model, share.model, quantity)
         if sign > 0:
             self.batches.add(batch)
         else:
             self.batches.discard(batch)
-        for counter in (self.by_status, self.by_country, self.by_site, self.by_model):
-            for key in [k for k, v in counter.items() if v == 0]:
-                del counter[key]
+
+
+def _move(counter: Counter[str], key: str, quantity: int) -> None:
+    """Add to one counter; a count back at zero is dropped, as if never there."""
+    if value := counter[key] + quantity:
+        counter[key] = value
+    else:
+        del counter[key]
 
 
 def tally(batches: list[BatchSnapshot], party: str) -> Tally:
@@ -145,7 +150,7 @@ class Projections:
     """
 
     def __init__(self) -> None:
-        self.streams: set[UUID] = set()
+        self.streams: set[int] = set()  # UUID.int: an int hashes in C, a UUID in Python
         self.holdings = Holdings()
         self.serials = SerialIndex()
         self.involvement = Involvement()

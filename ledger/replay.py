@@ -57,7 +57,7 @@ def catch_up(app: Application[UUID], projections: Projections) -> None:
             originator = UUID(str(notification.originator_id))
             projections.position = notification.id
             if notification.topic in CREATED_TOPICS:
-                projections.streams.add(originator)
+                projections.streams.add(originator.int)
             if notification.topic not in BATCH_TOPICS:
                 continue
             event: Any = app.mapper.to_domain_event(notification)

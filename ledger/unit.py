@@ -17,7 +17,6 @@ from eventsourcing.application import AggregateNotFoundError, Repository
 from ledger import events
 from ledger.aggregates import Aggregate, Claim, Party, Site, stream_id
 from ledger.batch import Batch
-from ledger.crypto import decode_public_key
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -26,7 +25,7 @@ class UnitOfWork:
     def __init__(
         self,
         repository: Repository[UUID],
-        known: set[UUID],
+        known: set[int],
         next_seq: int,
         now: datetime,
         genesis: str | None,
@@ -37,7 +36,7 @@ class UnitOfWork:
     ) -> None:
         self._repository = repository
         self._known = known
-        self._loaded: dict[UUID, Aggregate | None] = {}
+        self._loaded: dict[str, Aggregate | None] = {}  # by "kind:name" (str hashes in C)
         self.first_seq = next_seq
         self.next_seq = next_seq
         self.now = now
@@ -54,15 +53,18 @@ class UnitOfWork:
     # -- reads ----------------------------------------------------------------------------------
 
     def _get(self, cls: type[A], kind: str, name: str) -> A | None:
-        sid = stream_id(kind, name)
-        if sid not in self._loaded and sid not in self._known:
-            return None  # no such stream was ever stored: no need to ask the database
-        if sid not in self._loaded:
+        key = f"{kind}:{name}"
+        if key in self._loaded:
+            found = self._loaded[key]
+        else:
+            sid = stream_id(kind, name)
+            if sid.int not in self._known:
+                return None  # no such stream was ever stored: no need to ask the database
             try:
-                self._loaded[sid] = self._repository.get(sid)
+                found = self._repository.get(sid)
             except AggregateNotFoundError:
-                self._loaded[sid] = None
-        found = self._loaded[sid]
+                found = None
+            self._loaded[key] = found
         return found if isinstance(found, cls) else None
 
     def party(self, party_id: str) -> Party | None:
@@ -113,13 +115,13 @@ class UnitOfWork:
         key = party.keys.get(kid) if party else None
         if party is None or key is None or not key.active:
             return None
-        return party.party_id, decode_public_key(key.public_key)
+        return party.party_id, key.raw
 
     # -- writes ---------------------------------------------------------------------------------
 
     def add(self, aggregate: Aggregate, kind: str, name: str) -> None:
         """A new aggregate created by this unit."""
-        self._loaded[stream_id(kind, name)] = aggregate
+        self._loaded[f"{kind}:{name}"] = aggregate
 
     def take(self, name: str, owner: str, digest: str = "") -> None:
         """Claim a unique name for the entry being accepted."""

@@ -66,7 +66,7 @@ def test_a_storage_failure_leaves_no_uncommitted_state_behind(
         raise OperationalError("database is locked")
 
     with monkeypatch.context() as patch:
-        patch.setattr(populated.events, "put", database_is_locked)
+        patch.setattr(populated.recorder, "insert_events", database_is_locked)
         with pytest.raises(OperationalError):
             populated.submit(export)
 
