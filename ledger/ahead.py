@@ -17,6 +17,7 @@ a job number; this process never blocks writing to it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import pickle
@@ -39,9 +40,9 @@ from ledger.errors import LedgerError
 
 MIN_BATCH = 8  # smaller batches are decoded here: the pipe would cost more than it saves
 CHUNKS = (8,)  # the first chunk is done here while the worker starts on the next ones
-CHUNK = 16
-IN_FLIGHT = 8  # chunks the worker holds at a time
-WAIT = 0.02  # seconds to wait for a chunk the worker is on, before doing it here
+CHUNK = 8
+IN_FLIGHT = 4  # chunks the worker holds at a time
+WAIT = 0.5  # seconds without news of a chunk before the worker is given up (inline from then)
 _FRAME = struct.Struct("<I")
 
 Verified = frozenset[tuple[str, bytes]]  # (key id, public key) of signatures that verify
@@ -190,10 +191,24 @@ class Worker:
         self.ready = False
         if self._process is not None:
             self._process.kill()
+            self._process.wait()
         self._process = None
+
+    def stop(self) -> None:
+        """End the worker: it exits when its input closes."""
+        if self._process is not None and self._process.stdin is not None:
+            self._process.stdin.close()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+        self.ready = False
 
 
 _WORKER = Worker()
+atexit.register(_WORKER.stop)
 
 
 class Ahead:
@@ -256,11 +271,13 @@ class Ahead:
                 if (reply := worker.replies.pop(number)) is not None:
                     self._done[index] = reply
                     return
-                break
+                break  # the worker could not prepare it: this process shows why
             if self._pending:
                 self._here(self._pending.pop())  # steal from the back
+                deadline = time.monotonic() + WAIT
                 continue
             if (left := deadline - time.monotonic()) <= 0:
+                worker.fail()  # stuck: never wait for it again
                 break
             worker.pump(left)
         self._jobs.pop(index, None)

@@ -10,6 +10,7 @@ or `as_of` a seq or a time.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -45,7 +46,7 @@ from ledger.notes import verifier_key
 from ledger.persistence import store_env
 from ledger.projections import Projections, tally
 from ledger.recorders import PostgresLedgerRecorder, SQLiteLedgerRecorder
-from ledger.replay import batch_as_of, catch_up
+from ledger.replay import PAGE, batch_as_of, catch_up
 from ledger.unit import UnitOfWork
 from ledger.views import (
     AllocationView,
@@ -147,7 +148,28 @@ class Ledger(Application[UUID]):
         self._next_seq = self.size()
         first = self._entries(0, 1)
         self._genesis = first[0].actor if first else None
+        self._backfill_event_ids()
         catch_up(self, self.projections)
+
+    def _backfill_event_ids(self) -> None:
+        """Give a store written before the event-id table existed its rows, from its log.
+
+        Rows are written with their entries since; a store whose first and last entries have
+        theirs has them all. Otherwise every entry's id is added once, in pages."""
+        if self._next_seq == 0:
+            return
+        ends = [*self._entries(0, 1), *self._entries(self._next_seq - 1, 1)]
+        if len(self._select_event_ids([e.event_id for e in ends])) == len(
+            {e.event_id for e in ends}
+        ):
+            return
+        recorder = self.recorder
+        assert isinstance(recorder, SQLiteLedgerRecorder | PostgresLedgerRecorder)
+        for start in range(0, self._next_seq, PAGE):
+            recorder.backfill_event_ids([
+                (e.event_id, e.seq, hashlib.sha256(_payload(e.envelope)).hexdigest())
+                for e in self._entries(start, PAGE)
+            ])  # fmt: skip
 
     def rebuilt_projections(self) -> Projections:
         """The read models built afresh from the stored events (they must equal the live ones)."""
@@ -378,6 +400,11 @@ class Ledger(Application[UUID]):
 
 class _Recheck(Exception):
     """An optimistic unit met a refusal: judge the batch again with event ids looked up."""
+
+
+def _payload(envelope: str) -> bytes:
+    """The payload bytes of a stored (accepted, canonical) envelope."""
+    return b64decode_strict(parse_json(envelope.encode("utf-8"))["payload"], "payload")
 
 
 def _public_key(unit: UnitOfWork, kid: str) -> bytes | None:

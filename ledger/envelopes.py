@@ -48,8 +48,10 @@ def decode(value: Any, origin: str, now: datetime) -> Decoded:
     """Check an envelope's schema and its event's (PROTOCOL.md sections 1-3)."""
     envelope = wire.parse_envelope(value)
     text = _envelope_text(envelope)
-    if len(text) > MAX_ENVELOPE_BYTES:
-        raise TooLarge(f"the envelope is {len(text)} bytes; the limit is 1 MiB")
+    texts = (envelope.payload, *(s.sig for s in envelope.signatures))
+    size = len(text) if not any(t.strip(_BASE64) for t in texts) else len(canonical(value))
+    if size > MAX_ENVELOPE_BYTES:
+        raise TooLarge(f"the envelope is {size} bytes; the limit is 1 MiB")
     signatures = _signatures(envelope)
     payload = b64decode_strict(envelope.payload, "payload")
     whole = text.encode("ascii")  # canonical: every string in it is base64 or hex
@@ -72,6 +74,9 @@ def decode(value: Any, origin: str, now: datetime) -> Decoded:
         leaf_hash=hashlib.sha256(b"\x00" + whole).hexdigest(),
         payload_digest=hashlib.sha256(payload).hexdigest(),
     )
+
+
+_BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 
 
 def _envelope_text(envelope: wire.Envelope) -> str:

@@ -3,9 +3,10 @@
 The hot path of acceptance makes several models per envelope (the log entry, the receipt,
 the stored batch event, the batch's snapshot) from values it has just checked or computed.
 `model_construct` skips validation but still walks every field; `built` assigns the values
-directly. It refuses a call that leaves a required field out, so it cannot make a model
-that validation would have refused for a missing field; the values' types are the caller's
-promise, held by the tests that compare built models with validated ones.
+directly. It refuses a call that leaves a required field out or names one the model does not
+have, so it cannot make a model that validation would have refused for its fields; the
+values' types are the caller's promise, held by the tests that compare built models with
+validated ones.
 """
 
 from __future__ import annotations
@@ -17,25 +18,25 @@ from pydantic import BaseModel
 M = TypeVar("M", bound=BaseModel)
 
 
-_FIELDS: dict[type[BaseModel], tuple[int, dict[str, Any]]] = {}
+_FIELDS: dict[type[BaseModel], tuple[frozenset[str], dict[str, Any]]] = {}
 _set = object.__setattr__
 
 
-def _fields(cls: type[BaseModel]) -> tuple[int, dict[str, Any]]:
+def _fields(cls: type[BaseModel]) -> tuple[frozenset[str], dict[str, Any]]:
     fields = cls.model_fields
     found = _FIELDS[cls] = (
-        len(fields),
+        frozenset(fields),
         {n: f.default for n, f in fields.items() if not f.is_required()},
     )
     return found
 
 
 def built(cls: type[M], **values: Any) -> M:
-    count, defaults = _FIELDS.get(cls) or _fields(cls)
-    if len(values) != count:
+    names, defaults = _FIELDS.get(cls) or _fields(cls)
+    if values.keys() != names:
         values = {**defaults, **values}
-        if values.keys() != cls.model_fields.keys():
-            wrong = sorted(values.keys() ^ cls.model_fields.keys())
+        if values.keys() != names:
+            wrong = sorted(values.keys() ^ names)
             raise TypeError(f"{cls.__name__} cannot be built: fields {wrong}")
     model = cls.__new__(cls)
     _set(model, "__dict__", values)

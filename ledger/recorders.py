@@ -23,6 +23,7 @@ from psycopg.sql import SQL, Identifier
 EventIdRow = tuple[str, int, str]  # event id, the seq that accepted it, its payload digest
 EVENT_IDS_TABLE = "ledger_event_ids"
 _INSERT_ID = "INSERT INTO ledger_event_ids VALUES (?,?,?)"
+_BACKFILL_ID = "INSERT OR IGNORE INTO ledger_event_ids VALUES (?,?,?)"
 _SELECT_IDS = "SELECT event_id, seq, digest FROM ledger_event_ids WHERE event_id IN "
 
 
@@ -58,6 +59,11 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
             c.executemany(_INSERT_ID, event_ids)
         return list(range(last - len(stored_events) + 1, last + 1))
 
+    def backfill_event_ids(self, rows: Sequence[EventIdRow]) -> None:
+        """Rows for entries stored before this table existed (one transaction; none twice)."""
+        with self.datastore.transaction(commit=True) as c:
+            c.executemany(_BACKFILL_ID, rows)
+
     def select_event_ids(self, ids: Sequence[str]) -> dict[str, tuple[int, str]]:
         """(seq, digest) of each of `ids` that was accepted."""
         if not ids:
@@ -81,6 +87,9 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
             ).format(table=table)
         )
         self._insert_event_ids = SQL("INSERT INTO {table} VALUES (%s, %s, %s)").format(table=table)
+        self._backfill_event_ids = SQL(
+            "INSERT INTO {table} VALUES (%s, %s, %s) ON CONFLICT (event_id) DO NOTHING"
+        ).format(table=table)
         self._select_event_ids = SQL(
             "SELECT event_id, seq, digest FROM {table} WHERE event_id = ANY(%s)"
         ).format(table=table)
@@ -96,6 +105,10 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         super()._insert_events(curs, stored_events, **kwargs)
         if event_ids:
             curs.executemany(self._insert_event_ids, event_ids)
+
+    def backfill_event_ids(self, rows: Sequence[EventIdRow]) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.executemany(self._backfill_event_ids, rows)
 
     def select_event_ids(self, ids: Sequence[str]) -> dict[str, tuple[int, str]]:
         if not ids:

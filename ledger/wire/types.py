@@ -106,6 +106,20 @@ class Strict(BaseModel):
         """The object as JSON values, optional fields left out."""
         return self.model_dump(mode="json", exclude_none=True)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (by `ledger.ahead`, between this ledger's own processes) as its fields,
+        restored as they were checked, without pydantic's slower per-object state hooks."""
+        return (_restore, (type(self), self.__dict__, self.__pydantic_fields_set__))
+
+
+def _restore(cls: type[Strict], values: dict[str, Any], fields_set: set[str]) -> Strict:
+    model = cls.__new__(cls)
+    object.__setattr__(model, "__dict__", values)
+    object.__setattr__(model, "__pydantic_fields_set__", fields_set)
+    object.__setattr__(model, "__pydantic_extra__", None)
+    object.__setattr__(model, "__pydantic_private__", None)
+    return model
+
 
 # -- The envelope (PROTOCOL.md section 2) ---------------------------------------------------
 
