@@ -297,8 +297,14 @@ def _bounds(size: int) -> list[tuple[int, int]]:
 @contextmanager
 def ahead(values: Sequence[Any], origin: str, now: datetime) -> Iterator[Ahead]:
     """A batch's envelopes to prepare: with the worker when the batch is big enough, there
-    is a core to spare and no other batch holds the worker; else all here."""
-    if len(values) < MIN_BATCH or usable_cores() < 2 or not _WORKER.lock.acquire(blocking=False):
+    is a core to spare, it is not turned off (`CHIPLEDGER_AHEAD=0`) and no other batch holds
+    it; else all here."""
+    if (
+        len(values) < MIN_BATCH
+        or usable_cores() < 2
+        or os.environ.get("CHIPLEDGER_AHEAD", "1") == "0"
+        or not _WORKER.lock.acquire(blocking=False)
+    ):
         yield Ahead(None, values, origin, now)
         return
     try:
