@@ -17,13 +17,22 @@ from ledger.crypto import decode_public_key, key_id
 from ledger.custody import CUSTODY_COMMANDS
 from ledger.envelopes import Decoded, verify_signatures
 from ledger.errors import Conflict, NotAuthorized
+from ledger.licensing import GrantLicense, RevokeLicense
 from ledger.models import built
+from ledger.policy import AdoptPolicy, in_force, policy_book
 from ledger.registry import REGISTRY_COMMANDS, Command
+from ledger.rules import Case, judge
 from ledger.unit import UnitOfWork
 from ledger.views import Outcome, Receipt
 from ledger.wire import format_time
 
-COMMANDS: Mapping[str, Command[Any]] = {**REGISTRY_COMMANDS, **CUSTODY_COMMANDS}
+COMMANDS: Mapping[str, Command[Any]] = {
+    **REGISTRY_COMMANDS,
+    **CUSTODY_COMMANDS,
+    "license.granted": GrantLicense(),
+    "license.revoked": RevokeLicense(),
+    "policy.adopted": AdoptPolicy(),
+}
 EntryReader = Callable[[int], events.EntryRecorded]
 
 
@@ -45,14 +54,24 @@ def accept(
     _check_signers(decoded, signers, command.cosigners(event, unit), unit.genesis is None)
     command.authorize(event, unit)
     command.check(event, unit)
-    findings: list[dict[str, Any]] = []  # the rules of section 7 judge here
+    pack = in_force(policy_book(unit), event.at)  # among the packs accepted before it
+    before = _before(event, unit)
     command.apply(
         event,
         unit,
         built(events.Accepted, seq=unit.next_seq, envelope_hash=decoded.envelope_hash),
     )
+    findings = judge(Case(event, unit, unit.next_seq, pack, before))
     unit.note_changes(_batches_named(event))
     return built(Outcome, receipt=_append(unit, decoded, findings), repeated=False)
+
+
+def _before(event: Any, unit: UnitOfWork) -> events.BatchSnapshot | None:
+    """The batch an event moves, as it was before the event."""
+    if not isinstance(event, wire.BatchEventBase):
+        return None
+    batch = unit.batch(event.batch)
+    return batch.snapshot() if batch is not None else None
 
 
 def _batches_named(event: Any) -> list[str]:

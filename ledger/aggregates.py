@@ -165,3 +165,14 @@ class Site(Aggregate):
         self.country = spec.country
         self.name = spec.name
         self.registered_seq = event.accepted.seq
+        self.last_attested: datetime | None = None  # the latest `at` of its attestations
+        self.inspections: list[tuple[int, dict[str, int]]] = []
+
+    @when.register
+    def _(self, event: events.SiteAttested) -> None:
+        at = event.fact.at
+        self.last_attested = at if self.last_attested is None else max(self.last_attested, at)
+
+    @when.register
+    def _(self, event: events.SiteInspected) -> None:
+        self.inspections = [*self.inspections, (event.accepted.seq, dict(event.fact.observed))]

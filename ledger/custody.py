@@ -14,7 +14,9 @@ from typing import Any, TypeVar
 from ledger import events, wire
 from ledger.aggregates import stream_id
 from ledger.batch import Batch
-from ledger.errors import Conflict, InvalidTransition, NotAuthorized, NotFound
+from ledger.errors import Conflict, InvalidEvent, InvalidTransition, NotAuthorized, NotFound
+from ledger.licensing import cite
+from ledger.policy import in_force, policy_book
 from ledger.registry import OPERATOR_ROLES, Command, require_party
 from ledger.unit import UnitOfWork
 
@@ -129,6 +131,12 @@ class Fabricate(Command[wire.BatchFabricated]):
         require_role(unit, event.actor, ("vendor",), "fabricate chips")
 
     def check(self, event: wire.BatchFabricated, unit: UnitOfWork) -> None:
+        pack = in_force(policy_book(unit), event.at)
+        if event.model not in pack.terms.models:
+            raise InvalidEvent(
+                f"model {event.model!r} is not in the rule pack in force ({pack.id!r}); "
+                f"it knows {', '.join(sorted(pack.terms.models))}"
+            )
         if unit.batch(event.batch) is not None:
             raise Conflict(f"batch id {event.batch!r} is taken; a batch id is never reused")
         for serial in event.serials or []:
@@ -150,6 +158,10 @@ class Fabricate(Command[wire.BatchFabricated]):
 class Export(BatchCommand[wire.BatchExported]):
     doing = "export it"
     stored = events.BatchExported
+
+    def apply(self, event: wire.BatchExported, unit: UnitOfWork, accepted: events.Accepted) -> None:
+        super().apply(event, unit, accepted)
+        cite(unit, event.license, require_batch(unit, event.batch).quantity, accepted, event.at)
 
     def references(self, event: wire.BatchExported, batch: Batch, unit: UnitOfWork) -> None:
         require_receiver(unit, event.to)
@@ -264,6 +276,12 @@ class Transfer(BatchCommand[wire.BatchTransferred]):
         if event.site is None:
             return {}
         return {"site_country": require_site(unit, event.site, event.to, "")}
+
+    def apply(
+        self, event: wire.BatchTransferred, unit: UnitOfWork, accepted: events.Accepted
+    ) -> None:
+        super().apply(event, unit, accepted)
+        cite(unit, event.license, require_batch(unit, event.batch).quantity, accepted, event.at)
 
 
 class Split(BatchCommand[wire.BatchSplit]):

@@ -208,3 +208,46 @@ class BatchDecommissioned(AggregateEvent):
 class BatchReportedLost(AggregateEvent):
     fact: wire.BatchReportedLost
     accepted: Accepted
+
+
+# -- Licenses, rule packs, monitoring ----------------------------------------------------------
+
+
+class LicenseGranted(AggregateCreated):
+    fact: wire.LicenseGranted
+    accepted: Accepted
+
+
+class LicenseRevoked(AggregateEvent):
+    fact: wire.LicenseRevoked
+    accepted: Accepted
+
+
+class LicenseCited(AggregateEvent):
+    """An export or transfer moved `quantity` chips under this license."""
+
+    accepted: Accepted
+    at: datetime
+    quantity: int
+
+
+class PolicyBookOpened(AggregateCreated):
+    """The first rule pack adopted: the book of adopted packs begins."""
+
+    fact: wire.PolicyAdopted
+    accepted: Accepted
+
+
+class PolicyAdopted(AggregateEvent):
+    fact: wire.PolicyAdopted
+    accepted: Accepted
+
+
+class SiteAttested(AggregateEvent):
+    fact: wire.SecurityAttested
+    accepted: Accepted
+
+
+class SiteInspected(AggregateEvent):
+    fact: wire.SiteInspected
+    accepted: Accepted

@@ -232,7 +232,45 @@ class RegisterSite(Command[wire.SiteRegistered]):
         unit.add(site, "site", event.site.id)
 
 
+class AttestSecurity(Command[wire.SecurityAttested]):
+    """A site's operator attests to its security for a period (PROTOCOL.md section 4)."""
+
+    def check(self, event: wire.SecurityAttested, unit: UnitOfWork) -> None:
+        site = unit.site(event.site)
+        if site is None:
+            raise NotFound(f"no site {event.site!r} is registered")
+        if site.operator != event.actor:
+            raise NotAuthorized(
+                f"only the operator {site.operator!r} attests for site {event.site!r}"
+            )
+
+    def apply(
+        self, event: wire.SecurityAttested, unit: UnitOfWork, accepted: events.Accepted
+    ) -> None:
+        site = unit.site(event.site)
+        assert site is not None  # checked
+        site.record(events.SiteAttested, timestamp=unit.now, fact=event, accepted=accepted)
+
+
+class InspectSite(Command[wire.SiteInspected]):
+    """An authority records what it counted at a site."""
+
+    def authorize(self, event: wire.SiteInspected, unit: UnitOfWork) -> None:
+        require_authority(unit, event.actor)
+
+    def check(self, event: wire.SiteInspected, unit: UnitOfWork) -> None:
+        if unit.site(event.site) is None:
+            raise NotFound(f"no site {event.site!r} is registered")
+
+    def apply(self, event: wire.SiteInspected, unit: UnitOfWork, accepted: events.Accepted) -> None:
+        site = unit.site(event.site)
+        assert site is not None  # checked
+        site.record(events.SiteInspected, timestamp=unit.now, fact=event, accepted=accepted)
+
+
 REGISTRY_COMMANDS: Mapping[str, Command[Any]] = {
+    "security.attested": AttestSecurity(),
+    "site.inspected": InspectSite(),
     "party.registered": RegisterParty(),
     "party.key_added": AddKey(),
     "party.key_revoked": RevokeKey(),

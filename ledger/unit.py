@@ -67,6 +67,10 @@ class UnitOfWork:
             self._loaded[key] = found
         return found if isinstance(found, cls) else None
 
+    def get(self, cls: type[A], kind: str, name: str) -> A | None:
+        """The aggregate of stream `kind:name` as this unit sees it, if it is a `cls`."""
+        return self._get(cls, kind, name)
+
     def party(self, party_id: str) -> Party | None:
         return self._get(Party, "party", party_id)
 

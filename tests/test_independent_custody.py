@@ -1124,7 +1124,6 @@ def test_a_short_delivery_naming_no_serials_leaves_the_serials_unknown(custody: 
     assert custody.state(batch, shipped.seq)["serials_known"] is True
 
 
-@pytest.mark.xfail(strict=True, reason="rule packs and flags are not built yet (README)")
 def test_scenario_11_a_short_delivery_raises_delivery_shortfall(custody: Custody) -> None:
     vendor = custody.party("vendor", "US")
     buyer = custody.party("buyer", "AE")

@@ -35,6 +35,17 @@ from ledger.wire.registry import (
     SiteRegistered,
     SiteSpec,
 )
+from ledger.wire.rules import (
+    Conditions,
+    LicenseGranted,
+    LicenseRevoked,
+    LicenseSpec,
+    PolicyAdopted,
+    RulePack,
+    SecurityAttested,
+    SiteInspected,
+    parse_pack,
+)
 from ledger.wire.types import (
     MAX_QUANTITY,
     BatchEventBase,
@@ -59,16 +70,24 @@ __all__ = [
     "BatchReportedLost",
     "BatchSplit",
     "BatchTransferred",
+    "Conditions",
     "Envelope",
     "Event",
     "EventBase",
+    "LicenseGranted",
+    "LicenseRevoked",
+    "LicenseSpec",
     "PartyDelisted",
     "PartyKeyAdded",
     "PartyKeyRevoked",
     "PartyListed",
     "PartyRegistered",
     "PartySpec",
+    "PolicyAdopted",
+    "RulePack",
+    "SecurityAttested",
     "Signature",
+    "SiteInspected",
     "SiteRegistered",
     "SiteSpec",
     "SplitPart",
@@ -77,6 +96,7 @@ __all__ = [
     "format_time",
     "parse_envelope",
     "parse_event",
+    "parse_pack",
     "parse_time",
     "type_name",
 ]
@@ -96,7 +116,12 @@ Event = Annotated[
     | BatchTransferred
     | BatchSplit
     | BatchDecommissioned
-    | BatchReportedLost,
+    | BatchReportedLost
+    | LicenseGranted
+    | LicenseRevoked
+    | PolicyAdopted
+    | SecurityAttested
+    | SiteInspected,
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
@@ -116,6 +141,11 @@ EVENT_TYPES: tuple[type[EventBase], ...] = (
     BatchSplit,
     BatchDecommissioned,
     BatchReportedLost,
+    LicenseGranted,
+    LicenseRevoked,
+    PolicyAdopted,
+    SecurityAttested,
+    SiteInspected,
 )
 
 
