@@ -20,9 +20,13 @@ from ledger.errors import TooLarge
 from ledger.views import (
     AllocationView,
     BatchView,
+    CheckView,
+    FlagsView,
     HistoryView,
     LedgerInfoView,
+    LicenseView,
     LogEntries,
+    PoliciesView,
     Receipt,
     SerialView,
 )
@@ -61,6 +65,7 @@ def create_app(ledger: Ledger, open_reads: bool = False) -> FastAPI:
     app.include_router(_events_router(ledger))
     app.include_router(_log_router(ledger))
     app.include_router(_custody_router(ledger))
+    app.include_router(_rules_router(ledger))
     if open_reads:
 
         @app.middleware("http")
@@ -142,5 +147,41 @@ def _custody_router(ledger: Ledger) -> APIRouter:
     @router.get("/parties/{party_id}/allocation", response_model=AllocationView)
     def get_allocation(party_id: str, as_of: AsOfParam = None) -> AllocationView:
         return ledger.allocation(party_id, ledger.as_of(as_of))
+
+    return router
+
+
+def _rules_router(ledger: Ledger) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["rules"])
+
+    @router.post("/checks", response_model=CheckView, openapi_extra=ENVELOPE_BODY)
+    async def post_check(request: Request) -> CheckView:
+        body = await read_body(request, MAX_ENVELOPE_BYTES)
+        return await run_in_threadpool(ledger.check, body)
+
+    @router.get("/flags", response_model=FlagsView)
+    def get_flags(
+        batch: str | None = None,
+        party: str | None = None,
+        rule: str | None = None,
+        license: str | None = None,
+        site: str | None = None,
+        as_of: AsOfParam = None,
+    ) -> FlagsView:
+        given = {"batch": batch, "party": party, "rule": rule, "license": license, "site": site}
+        where = {key: value for key, value in given.items() if value is not None}
+        return ledger.flags(where, ledger.as_of(as_of))
+
+    @router.get("/licenses/{license_id}", response_model=LicenseView)
+    def get_license(license_id: str, as_of: AsOfParam = None) -> LicenseView:
+        return ledger.license(license_id, ledger.as_of(as_of))
+
+    @router.get("/policies", response_model=PoliciesView)
+    def get_policies() -> PoliciesView:
+        return ledger.policies()
+
+    @router.get("/policies/current")
+    def get_current_policy(as_of: AsOfParam = None) -> dict[str, Any]:
+        return ledger.current_policy(ledger.as_of(as_of))
 
     return router

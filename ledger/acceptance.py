@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from ledger import events, wire
-from ledger.aggregates import LOG_ID
+from ledger.aggregates import FLAGS_ID, LOG_ID
 from ledger.crypto import decode_public_key, key_id
 from ledger.custody import CUSTODY_COMMANDS
 from ledger.envelopes import Decoded, verify_signatures
@@ -41,17 +41,21 @@ def accept(
     decoded: Decoded,
     stored_entry: EntryReader,
     verified: Collection[tuple[str, bytes]] = (),
+    *,
+    assume_signed: bool = False,
 ) -> Outcome:
     """Judge one decoded envelope against the unit's state and append it; raise if refused.
 
-    `verified`: signatures already seen to verify (`ledger.ahead`), not checked again."""
+    `verified`: signatures already seen to verify (`ledger.ahead`), not checked again.
+    `assume_signed` (only for `POST /v1/checks`): judge as if the signers it needs signed."""
     event = decoded.event
     repeat = _repeat(unit, decoded, stored_entry)
     if repeat is not None:
         return built(Outcome, receipt=repeat, repeated=True)
     command = COMMANDS[event.type]
-    signers = verify_signatures(decoded, unit.active_key, command.introduced(event), verified)
-    _check_signers(decoded, signers, command.cosigners(event, unit), unit.genesis is None)
+    if not assume_signed:
+        signers = verify_signatures(decoded, unit.active_key, command.introduced(event), verified)
+        _check_signers(decoded, signers, command.cosigners(event, unit), unit.genesis is None)
     command.authorize(event, unit)
     command.check(event, unit)
     pack = in_force(policy_book(unit), event.at)  # among the packs accepted before it
@@ -146,6 +150,18 @@ def _append(unit: UnitOfWork, decoded: Decoded, findings: list[dict[str, Any]]) 
     )
     unit.event_ids[event.id] = (unit.next_seq, decoded.payload_digest)
     unit.entries.append(entry)
+    if findings:
+        unit.findings.append(
+            built(
+                events.FindingsRecorded,
+                originator_id=FLAGS_ID,
+                originator_version=unit.next_seq,
+                timestamp=unit.now,
+                seq=unit.next_seq,
+                at=event.at,
+                findings=findings,
+            )
+        )
     unit.next_seq += 1
     return receipt(entry)
 

@@ -31,6 +31,7 @@ def stream_id(kind: str, name: str) -> UUID:
 
 LOG_ID = stream_id("ledger", "log")
 LEDGER_ID = stream_id("ledger", "info")
+FLAGS_ID = stream_id("ledger", "flags")
 
 
 class Aggregate(BaseAggregate[UUID]):

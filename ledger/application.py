@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 from uuid import UUID
@@ -42,8 +42,10 @@ from ledger.errors import (
     NotFound,
     TooLarge,
 )
+from ledger.licensing import License
 from ledger.notes import verifier_key
 from ledger.persistence import store_env
+from ledger.policy import PolicyBook, in_force
 from ledger.projections import Projections, tally
 from ledger.recorders import PostgresLedgerRecorder, SQLiteLedgerRecorder
 from ledger.replay import PAGE, batch_as_of, catch_up
@@ -52,14 +54,20 @@ from ledger.views import (
     AllocationView,
     Authority,
     BatchView,
+    CheckView,
+    FlagsView,
     HistoryEntry,
     HistoryView,
     LedgerInfoView,
+    LicenseView,
     LogEntries,
     LogEntry,
     Outcome,
+    PoliciesView,
+    PolicyEntry,
     SerialView,
 )
+from ledger.wire import format_time
 
 PROTOCOL_VERSION = 1
 MAX_BATCH = 1000
@@ -191,6 +199,27 @@ class Ledger(Application[UUID]):
         with self._lock:
             return self._commit(lambda unit: self._accept_all(unit, envelopes), careful=False)
 
+    def check(self, body: bytes | dict[str, Any]) -> CheckView:
+        """`POST /v1/checks`: judge one envelope exactly as acceptance would, store nothing.
+
+        The acceptance pipeline runs on a unit that is then dropped (its commit step is the
+        only one left out). An envelope with `"signatures": []` is judged as if the signers
+        it needs had signed."""
+        value = _parse(body, MAX_ENVELOPE_BYTES)
+        unsigned = isinstance(value, dict) and value.get("signatures") == []
+        with self._lock:
+            self._sync()
+            unit = self._unit()
+            try:
+                decoded = decode(value, self.info.origin, unit.now)
+                outcome = accept(unit, decoded, self._stored_entry, assume_signed=unsigned)
+            except LedgerError as exc:
+                error = {"code": exc.code, "message": exc.message}
+                return CheckView(accepted=False, error=error, findings=[])
+            finally:
+                self._discard(unit)
+        return CheckView(accepted=True, findings=outcome.receipt.findings)
+
     def _accept(self, unit: UnitOfWork, value: Any) -> Outcome:
         return accept(unit, decode(value, self.info.origin, unit.now), self._stored_entry)
 
@@ -254,7 +283,7 @@ class Ledger(Application[UUID]):
         the write path's time); returns the last notification id."""
         aggregates = unit.aggregates()
         pending = [event for aggregate in aggregates for event in aggregate.collect_events()]
-        to_store = cast(list[DomainEventProtocol[UUID]], [*pending, *unit.entries])
+        to_store = cast(list[DomainEventProtocol[UUID]], [*pending, *unit.entries, *unit.findings])
         stored = [self.mapper.to_stored_event(event) for event in to_store]
         event_ids = [(event_id, seq, digest) for event_id, (seq, digest) in unit.event_ids.items()]
         notification_ids = self.recorder.insert_events(stored, event_ids=event_ids)
@@ -281,6 +310,8 @@ class Ledger(Application[UUID]):
         self.projections.streams.update(stream.int for stream in created)
         for change in unit.changes:
             self.projections.on_batch(change)
+        for found in unit.findings:
+            self.projections.flags.on_findings(found)
         self.projections.position = position
 
     def _unit(self, careful: bool = True) -> UnitOfWork:
@@ -372,6 +403,49 @@ class Ledger(Application[UUID]):
             states = [self._batch_or_none(b, as_of) for b in involved]
             return AllocationView.of(party, tally([s.snapshot() for s in states if s], party))
 
+    # -- licenses, rule packs, flags (PROTOCOL.md section 6) -------------------------------------
+
+    def license(self, license_id: str, as_of: AsOf | None = None) -> LicenseView:
+        with self._lock:
+            self._sync()
+            sid = stream_id("license", license_id)
+            if as_of is None:
+                found = self.repository_get(sid)
+            else:
+                found = _fold(self.events.get(sid), as_of)
+            clock = as_of.at if as_of is not None and as_of.at is not None else self.clock()
+        if not isinstance(found, License):
+            raise NotFound(f"no license {license_id!r} was granted")
+        terms = found.terms.to_json()
+        return LicenseView(**terms, used_quantity=found.used_quantity, status=found.status(clock))
+
+    def policies(self) -> PoliciesView:
+        with self._lock:
+            self._sync()
+            book = self.repository_get(stream_id("policy", "book"))
+        packs = book.packs if isinstance(book, PolicyBook) else []
+        return PoliciesView(
+            policies=[
+                PolicyEntry(id=p.id, effective_from=format_time(p.effective_from), seq=p.seq or 0)
+                for p in packs
+            ]
+        )
+
+    def current_policy(self, as_of: AsOf | None = None) -> dict[str, Any]:
+        """The pack in force now, or at `as_of`, exactly as adopted or built in."""
+        with self._lock:
+            self._sync()
+            sid = stream_id("policy", "book")
+            book = self.repository_get(sid) if as_of is None else _fold(self.events.get(sid), as_of)
+            clock = as_of.at if as_of is not None and as_of.at is not None else self.clock()
+        return in_force(book if isinstance(book, PolicyBook) else None, clock).raw
+
+    def flags(self, where: dict[str, str], as_of: AsOf | None = None) -> FlagsView:
+        with self._lock:
+            self._sync()
+            seq, at = (as_of.seq, as_of.at) if as_of is not None else (None, None)
+            return FlagsView(flags=self.projections.flags.select(where, seq, at))
+
     def repository_get(self, aggregate_id: UUID) -> Any:
         try:
             return self.repository.get(aggregate_id)
@@ -400,6 +474,16 @@ class Ledger(Application[UUID]):
 
 class _Recheck(Exception):
     """An optimistic unit met a refusal: judge the batch again with event ids looked up."""
+
+
+def _fold(stored: Iterable[Any], as_of: AsOf, found: Any = None) -> Any:
+    """An aggregate after its events that `as_of` includes (by their seq and their `at`)."""
+    for event in stored:
+        at = event.at if hasattr(event, "at") else event.fact.at
+        if not as_of.includes(event.accepted.seq, at):
+            break
+        found = event.mutate(found)
+    return found
 
 
 def _payload(envelope: str) -> bytes:

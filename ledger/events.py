@@ -251,3 +251,12 @@ class SiteAttested(AggregateEvent):
 class SiteInspected(AggregateEvent):
     fact: wire.SiteInspected
     accepted: Accepted
+
+
+class FindingsRecorded(DomainEvent):
+    """The findings of the entry at `seq` (only entries that have some): the flags stream,
+    at version `seq`, read back to rebuild the flags projection."""
+
+    seq: int
+    at: datetime
+    findings: list[dict[str, Any]]

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from ledger.events import BatchSnapshot
+from ledger.events import BatchSnapshot, FindingsRecorded
 
 HELD = ("delivered", "installed")
 
@@ -142,6 +143,28 @@ class Involvement:
                 self.batches[party].add(batch.batch)
 
 
+class Flags:
+    """Every stored finding, in `seq` order, with the `at` of the event that raised it."""
+
+    def __init__(self) -> None:
+        self.flags: list[tuple[datetime, dict[str, Any]]] = []
+
+    def on_findings(self, found: FindingsRecorded) -> None:
+        self.flags.extend((found.at, flag) for flag in found.findings)
+
+    def select(
+        self, where: dict[str, str], seq: int | None = None, at: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Flags matching every `where` field, raised by entries up to `seq` / dated by `at`."""
+        return [
+            flag
+            for flag_at, flag in self.flags
+            if (seq is None or flag["seq"] <= seq)
+            and (at is None or flag_at <= at)
+            and all(flag.get(key) == value for key, value in where.items())
+        ]
+
+
 class Projections:
     """All read models, fed together; `position` is the last notification id applied.
 
@@ -154,6 +177,7 @@ class Projections:
         self.holdings = Holdings()
         self.serials = SerialIndex()
         self.involvement = Involvement()
+        self.flags = Flags()
         self.position = 0
 
     def on_batch(self, batch: BatchSnapshot) -> None:

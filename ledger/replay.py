@@ -32,7 +32,8 @@ CREATED_TOPICS = frozenset(
     and issubclass(cls, events.AggregateCreated)
     and cls is not events.AggregateCreated
 )
-TOPICS = tuple(sorted(BATCH_TOPICS | CREATED_TOPICS))
+FINDINGS_TOPIC = get_topic(events.FindingsRecorded)
+TOPICS = tuple(sorted(BATCH_TOPICS | CREATED_TOPICS | {FINDINGS_TOPIC}))
 PAGE = 1000
 
 
@@ -58,6 +59,10 @@ def catch_up(app: Application[UUID], projections: Projections) -> None:
             projections.position = notification.id
             if notification.topic in CREATED_TOPICS:
                 projections.streams.add(originator.int)
+            if notification.topic == FINDINGS_TOPIC:
+                found: Any = app.mapper.to_domain_event(notification)
+                projections.flags.on_findings(found)
+                continue
             if notification.topic not in BATCH_TOPICS:
                 continue
             event: Any = app.mapper.to_domain_event(notification)

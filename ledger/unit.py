@@ -48,6 +48,7 @@ class UnitOfWork:
         self._stored_ids: dict[str, tuple[int, str] | None] = {}
         self.event_ids: dict[str, tuple[int, str]] = {}  # accepted by this unit: (seq, digest)
         self.entries: list[events.EntryRecorded] = []
+        self.findings: list[events.FindingsRecorded] = []
         self.changes: list[events.BatchSnapshot] = []
 
     # -- reads ----------------------------------------------------------------------------------
@@ -163,4 +164,4 @@ class UnitOfWork:
         return self.entries[index] if 0 <= index < len(self.entries) else None
 
     def pending(self) -> list[Any]:
-        return [*self.aggregates(), *self.entries]
+        return [*self.aggregates(), *self.entries, *self.findings]

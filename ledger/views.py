@@ -121,3 +121,43 @@ class AllocationView(View):
             by_country=dict(counts.by_country), by_site=dict(counts.by_site),
             by_model=dict(counts.by_model), batches=sorted(counts.batches),
         )  # fmt: skip
+
+
+class FlagsView(View):
+    """`GET /v1/flags`: flags in `seq` order (PROTOCOL.md section 6)."""
+
+    flags: list[dict[str, Any]]
+
+
+class LicenseView(View):
+    """`GET /v1/licenses/{id}`: the terms as granted, plus what has moved under them."""
+
+    id: str
+    holder: str
+    destinations: list[str]
+    consignees: list[str]
+    models: list[str]
+    max_quantity: int
+    valid_from: str
+    valid_until: str
+    conditions: dict[str, Any]
+    used_quantity: int
+    status: str
+
+
+class PolicyEntry(View):
+    id: str
+    effective_from: str
+    seq: int
+
+
+class PoliciesView(View):
+    policies: list[PolicyEntry]
+
+
+class CheckView(View):
+    """`POST /v1/checks`: what acceptance would answer, nothing stored."""
+
+    accepted: bool
+    error: dict[str, str] | None = None
+    findings: list[dict[str, Any]]
