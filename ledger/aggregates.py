@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache, singledispatchmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import BaseAggregate
 
-from ledger import events
+from ledger import events, wire
 from ledger.crypto import decode_public_key, key_id
 from ledger.models import built
 
@@ -177,3 +177,46 @@ class Site(Aggregate):
     @when.register
     def _(self, event: events.SiteInspected) -> None:
         self.inspections = [*self.inspections, (event.accepted.seq, dict(event.fact.observed))]
+
+
+class License(Aggregate):
+    if TYPE_CHECKING:
+        terms: wire.LicenseSpec
+        granted_seq: int
+        revoked_seq: int | None
+        revoked_reason: str | None
+        used_quantity: int
+
+    @singledispatchmethod
+    def when(self, event: events.AggregateEvent) -> None:
+        raise NotImplementedError(type(event).__name__)
+
+    @when.register
+    def _(self, event: events.LicenseGranted) -> None:
+        self.terms = event.fact.license
+        self.granted_seq = event.accepted.seq
+        self.revoked_seq = None
+        self.revoked_reason = None
+        self.used_quantity = 0
+
+    @when.register
+    def _(self, event: events.LicenseRevoked) -> None:
+        self.revoked_seq = event.accepted.seq
+        self.revoked_reason = event.fact.reason
+
+    @when.register
+    def _(self, event: events.LicenseCited) -> None:
+        self.used_quantity += event.quantity
+
+    def status(self, at: datetime) -> str:
+        """`revoked`, `pending`, `expired` or `active` at time `at` (revocations so far)."""
+        if self.revoked_seq is not None:
+            return "revoked"
+        if at < self.terms.valid_from:
+            return "pending"
+        if at >= self.terms.valid_until:
+            return "expired"
+        return "active"
+
+    def valid_at(self, at: datetime) -> bool:
+        return self.revoked_seq is None and self.terms.valid_from <= at < self.terms.valid_until

@@ -26,7 +26,7 @@ from eventsourcing.persistence import IntegrityError
 
 from ledger import events
 from ledger.acceptance import accept
-from ledger.aggregates import LEDGER_ID, LOG_ID, LedgerInfo, stream_id
+from ledger.aggregates import LEDGER_ID, LOG_ID, LedgerInfo, License, stream_id
 from ledger.ahead import ahead
 from ledger.asof import AsOf
 from ledger.batch import Batch
@@ -42,7 +42,6 @@ from ledger.errors import (
     NotFound,
     TooLarge,
 )
-from ledger.licensing import License
 from ledger.notes import verifier_key
 from ledger.persistence import store_env
 from ledger.policy import PolicyBook, in_force
@@ -312,6 +311,7 @@ class Ledger(Application[UUID]):
             self.projections.on_batch(change)
         for found in unit.findings:
             self.projections.flags.on_findings(found)
+        unit.counters.commit()
         self.projections.position = position
 
     def _unit(self, careful: bool = True) -> UnitOfWork:
@@ -325,6 +325,7 @@ class Ledger(Application[UUID]):
             serial_holder=self.projections.serials.current.get,
             event_ids=self._select_event_ids,
             careful=careful,
+            counters=self.projections.counters,
         )
 
     def _select_event_ids(self, ids: Sequence[str]) -> dict[str, tuple[int, str]]:

@@ -8,58 +8,13 @@ quantities of the exports and transfers that cite it (PROTOCOL.md section 4).
 from __future__ import annotations
 
 from datetime import datetime
-from functools import singledispatchmethod
-from typing import TYPE_CHECKING
 
 from ledger import events, wire
-from ledger.aggregates import Aggregate, stream_id
+from ledger.aggregates import License, stream_id
 from ledger.errors import Conflict, InvalidEvent, InvalidTransition, NotFound
 from ledger.policy import in_force, policy_book
 from ledger.registry import Command, require_authority, require_party
 from ledger.unit import UnitOfWork
-
-
-class License(Aggregate):
-    if TYPE_CHECKING:
-        terms: wire.LicenseSpec
-        granted_seq: int
-        revoked_seq: int | None
-        revoked_reason: str | None
-        used_quantity: int
-
-    @singledispatchmethod
-    def when(self, event: events.AggregateEvent) -> None:
-        raise NotImplementedError(type(event).__name__)
-
-    @when.register
-    def _(self, event: events.LicenseGranted) -> None:
-        self.terms = event.fact.license
-        self.granted_seq = event.accepted.seq
-        self.revoked_seq = None
-        self.revoked_reason = None
-        self.used_quantity = 0
-
-    @when.register
-    def _(self, event: events.LicenseRevoked) -> None:
-        self.revoked_seq = event.accepted.seq
-        self.revoked_reason = event.fact.reason
-
-    @when.register
-    def _(self, event: events.LicenseCited) -> None:
-        self.used_quantity += event.quantity
-
-    def status(self, at: datetime) -> str:
-        """`revoked`, `pending`, `expired` or `active` at time `at` (revocations so far)."""
-        if self.revoked_seq is not None:
-            return "revoked"
-        if at < self.terms.valid_from:
-            return "pending"
-        if at >= self.terms.valid_until:
-            return "expired"
-        return "active"
-
-    def valid_at(self, at: datetime) -> bool:
-        return self.revoked_seq is None and self.terms.valid_from <= at < self.terms.valid_until
 
 
 def license_of(unit: UnitOfWork, license_id: str) -> License | None:

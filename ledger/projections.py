@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ledger.counters import Counters
 from ledger.events import BatchSnapshot, FindingsRecorded
 
 HELD = ("delivered", "installed")
@@ -178,6 +179,7 @@ class Projections:
         self.serials = SerialIndex()
         self.involvement = Involvement()
         self.flags = Flags()
+        self.counters = Counters()
         self.position = 0
 
     def on_batch(self, batch: BatchSnapshot) -> None:

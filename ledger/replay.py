@@ -11,12 +11,15 @@ from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import Application
+from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.utils import get_topic
 
 from ledger import events
+from ledger.aggregates import License, Site, stream_id
 from ledger.asof import AsOf
 from ledger.batch import Batch
+from ledger.counters import Placed, placed
+from ledger.events import BatchSnapshot
 from ledger.projections import Projections
 
 BATCH_EVENTS = (
@@ -72,6 +75,26 @@ def catch_up(app: Application[UUID], projections: Projections) -> None:
             batch = event.mutate(batch)
             assert batch is not None  # every batch event leaves a batch
             batches[originator] = batch
-            projections.on_batch(batch.snapshot())
+            snapshot = batch.snapshot()
+            projections.on_batch(snapshot)
+            projections.counters.on_batch(snapshot.batch, _placed(app, snapshot))
         if len(page) < PAGE:
             return
+
+
+def _placed(app: Application[UUID], batch: BatchSnapshot) -> Placed | None:
+    """The counters' share of a batch, its site and license read from the store (a site's
+    operator and a license's terms never change)."""
+    site = _get(app, "site", batch.site)
+    held = _get(app, "license", batch.license)
+    operator = site.operator if isinstance(site, Site) else None
+    return placed(batch, operator, held.terms if isinstance(held, License) else None)
+
+
+def _get(app: Application[UUID], kind: str, name: str | None) -> Any:
+    if name is None:
+        return None
+    try:
+        return app.repository.get(stream_id(kind, name))
+    except AggregateNotFoundError:
+        return None

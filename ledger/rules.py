@@ -14,10 +14,11 @@ from datetime import timedelta
 from typing import Any, ClassVar
 
 from ledger import wire
-from ledger.aggregates import Party, Site
+from ledger.aggregates import License, Party, Site
 from ledger.batch import Batch
+from ledger.counters import COVERED, HELD, MODEL, TOTAL
 from ledger.events import BatchSnapshot
-from ledger.licensing import License, license_of
+from ledger.licensing import license_of
 from ledger.policy import Pack
 from ledger.unit import UnitOfWork
 
@@ -335,6 +336,66 @@ class LateReport(Rule):
         )]  # fmt: skip
 
 
+class SiteThreshold(Rule):
+    id = "site-threshold"
+
+    def judge(self, case: Case) -> list[Finding]:
+        batch = case.batch
+        if batch is None or batch.status not in HELD or batch.site is None:
+            return []
+        counts, limit = case.unit.counters.site(batch.site), case.pack.threshold("site_unlicensed")
+        if counts[TOTAL] <= limit or counts[COVERED] >= counts[TOTAL]:
+            return []
+        site = case.site(batch.site)
+        return [self.finding(
+            f"{counts[TOTAL]:,} chips are at site {batch.site!r}, {counts[COVERED]:,} of them "
+            f"under a license naming its country and operator; more than {limit:,} need one",
+            batch=batch.batch_id, party=site.operator if site else None, site=batch.site,
+        )]  # fmt: skip
+
+
+class EntityThreshold(Rule):
+    id = "entity-threshold"
+
+    def judge(self, case: Case) -> list[Finding]:
+        batch = case.batch
+        if batch is None or batch.status not in HELD or batch.country is None:
+            return []
+        counts = case.unit.counters.owner(batch.owner, batch.country)
+        limit = case.pack.threshold("entity_country_strategic")
+        if counts[TOTAL] <= limit or counts[COVERED] >= counts[TOTAL]:
+            return []
+        return [self.finding(
+            f"{batch.owner!r} owns {counts[TOTAL]:,} chips in {batch.country}, "
+            f"{counts[COVERED]:,} of them under licenses with a security guarantee and a US "
+            f"investment commitment; more than {limit:,} need both",
+            batch=batch.batch_id, party=batch.owner,
+        )]  # fmt: skip
+
+
+class InspectionMismatch(Rule):
+    id = "inspection-mismatch"
+
+    def judge(self, case: Case) -> list[Finding]:
+        event = case.event
+        if not isinstance(event, wire.SiteInspected):
+            return []
+        counts = case.unit.counters.site(event.site)
+        held = {k.removeprefix(MODEL): v for k, v in counts.items() if k.startswith(MODEL) and v}
+        wrong = [
+            f"{model}: {event.observed.get(model, 0):,} counted, {held.get(model, 0):,} recorded"
+            for model in sorted(set(held) | set(event.observed))
+            if event.observed.get(model, 0) != held.get(model, 0)
+        ]
+        if not wrong:
+            return []
+        site = case.site(event.site)
+        return [self.finding(
+            f"the inspection of site {event.site!r} disagrees with the ledger: {'; '.join(wrong)}",
+            party=site.operator if site else None, site=event.site,
+        )]  # fmt: skip
+
+
 RULES: tuple[Rule, ...] = (
     EmbargoedDestination(),
     LicenseRequired(),
@@ -346,6 +407,9 @@ RULES: tuple[Rule, ...] = (
     DeliveryShortfall(),
     SerialMismatch(),
     LateReport(),
+    SiteThreshold(),
+    EntityThreshold(),
+    InspectionMismatch(),
 )
 
 

@@ -15,8 +15,9 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Repository
 
 from ledger import events
-from ledger.aggregates import Aggregate, Claim, Party, Site, stream_id
+from ledger.aggregates import Aggregate, Claim, License, Party, Site, stream_id
 from ledger.batch import Batch
+from ledger.counters import Counters, Overlay, Placed, placed
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -33,6 +34,7 @@ class UnitOfWork:
         serial_holder: Callable[[str], str | None] = lambda _: None,
         event_ids: Callable[[Sequence[str]], dict[str, tuple[int, str]]] = lambda _: {},
         careful: bool = True,
+        counters: Counters | None = None,
     ) -> None:
         self._repository = repository
         self._known = known
@@ -50,6 +52,7 @@ class UnitOfWork:
         self.entries: list[events.EntryRecorded] = []
         self.findings: list[events.FindingsRecorded] = []
         self.changes: list[events.BatchSnapshot] = []
+        self.counters = Overlay(counters if counters is not None else Counters())
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -146,7 +149,14 @@ class UnitOfWork:
         for batch_id in batch_ids:
             batch = self.batch(batch_id)
             if batch is not None and batch.last_seq == self.next_seq:
-                self.changes.append(batch.snapshot())
+                snapshot = batch.snapshot()
+                self.changes.append(snapshot)
+                self.counters.on_batch(batch_id, self.placed(snapshot))
+
+    def placed(self, snapshot: events.BatchSnapshot) -> Placed | None:
+        site = self.site(snapshot.site) if snapshot.site else None
+        held = self.get(License, "license", snapshot.license) if snapshot.license else None
+        return placed(snapshot, site.operator if site else None, held.terms if held else None)
 
     def loaded(self) -> list[Aggregate]:
         """Every aggregate this unit read or created."""
