@@ -167,12 +167,14 @@ class Site(Aggregate):
         self.name = spec.name
         self.registered_seq = event.accepted.seq
         self.last_attested: datetime | None = None  # the latest `at` of its attestations
+        self.last_attested_seq: int | None = None
         self.inspections: list[tuple[int, dict[str, int]]] = []
 
     @when.register
     def _(self, event: events.SiteAttested) -> None:
         at = event.fact.at
-        self.last_attested = at if self.last_attested is None else max(self.last_attested, at)
+        if self.last_attested is None or at >= self.last_attested:
+            self.last_attested, self.last_attested_seq = at, event.accepted.seq
 
     @when.register
     def _(self, event: events.SiteInspected) -> None:

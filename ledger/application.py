@@ -48,6 +48,7 @@ from ledger.policy import PolicyBook, in_force
 from ledger.projections import Projections, tally
 from ledger.recorders import PostgresLedgerRecorder, SQLiteLedgerRecorder
 from ledger.replay import PAGE, batch_as_of, catch_up
+from ledger.rules import Clocked, judge_now
 from ledger.unit import UnitOfWork
 from ledger.views import (
     AllocationView,
@@ -442,10 +443,29 @@ class Ledger(Application[UUID]):
         return in_force(book if isinstance(book, PolicyBook) else None, clock).raw
 
     def flags(self, where: dict[str, str], as_of: AsOf | None = None) -> FlagsView:
+        """Stored flags, and (without `as_of`) the time-judged ones as of now, in seq order."""
         with self._lock:
             self._sync()
             seq, at = (as_of.seq, as_of.at) if as_of is not None else (None, None)
-            return FlagsView(flags=self.projections.flags.select(where, seq, at))
+            found = self.projections.flags.select(where, seq, at)
+            if as_of is None:
+                found += [
+                    flag
+                    for flag in judge_now(self._clocked(self.clock()))
+                    if all(flag.get(key) == value for key, value in where.items())
+                ]
+        return FlagsView(flags=sorted(found, key=lambda flag: flag["seq"]))
+
+    def _clocked(self, now: datetime) -> Clocked:
+        def site(site_id: str) -> Any:
+            return self.repository_get(stream_id("site", site_id))
+
+        def license_(license_id: str) -> Any:
+            return self.repository_get(stream_id("license", license_id))
+
+        book = self.repository_get(stream_id("policy", "book"))
+        pack = in_force(book if isinstance(book, PolicyBook) else None, now)
+        return Clocked(list(self.projections.at_sites.held.values()), site, license_, pack, now)
 
     def repository_get(self, aggregate_id: UUID) -> Any:
         try:

@@ -166,6 +166,42 @@ class Flags:
         ]
 
 
+@dataclass(frozen=True)
+class Held:
+    """A batch at a site, with the clocks the time-judged rules read."""
+
+    batch: str
+    status: str
+    owner: str
+    site: str
+    license: str | None
+    arrived_seq: int  # the event that brought it to this site
+    arrived_at: datetime
+    last_seq: int  # its latest event
+    last_at: datetime
+
+
+class AtSites:
+    """Every batch delivered or installed now, for the time-judged rules (section 7)."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, Held] = {}
+
+    def on_batch(self, batch: BatchSnapshot) -> None:
+        before = self.held.pop(batch.batch, None)
+        if batch.status not in HELD or batch.site is None:
+            return
+        arrived = (
+            (before.arrived_seq, before.arrived_at)
+            if before is not None and before.site == batch.site
+            else (batch.last_seq, batch.last_at)
+        )
+        self.held[batch.batch] = Held(
+            batch.batch, batch.status, batch.owner, batch.site, batch.license, *arrived,
+            batch.last_seq, batch.last_at,
+        )  # fmt: skip
+
+
 class Projections:
     """All read models, fed together; `position` is the last notification id applied.
 
@@ -180,9 +216,11 @@ class Projections:
         self.involvement = Involvement()
         self.flags = Flags()
         self.counters = Counters()
+        self.at_sites = AtSites()
         self.position = 0
 
     def on_batch(self, batch: BatchSnapshot) -> None:
         self.holdings.on_batch(batch)
         self.serials.on_batch(batch)
         self.involvement.on_batch(batch)
+        self.at_sites.on_batch(batch)

@@ -10,7 +10,7 @@ Adding a rule is adding a class to `RULES` and its rows to the tests.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from ledger import wire
@@ -20,6 +20,7 @@ from ledger.counters import COVERED, HELD, MODEL, TOTAL
 from ledger.events import BatchSnapshot
 from ledger.licensing import license_of
 from ledger.policy import Pack
+from ledger.projections import Held
 from ledger.unit import UnitOfWork
 
 Finding = dict[str, Any]
@@ -420,3 +421,70 @@ def judge(case: Case) -> list[Finding]:
         for found in rule.judge(case):
             out.append({**found, "seq": case.seq, "policy": case.pack.id})
     return out
+
+
+# -- time-judged rules: evaluated when asked, never stored -------------------------------------
+
+
+@dataclass(frozen=True)
+class Clocked:
+    """What the time-judged rules see: the batches at sites now, and how to look things up."""
+
+    held: list[Held]
+    site: Any  # site id -> Site | None
+    license: Any  # license id -> License | None
+    pack: Pack
+    now: datetime
+
+
+class NotInstalled:
+    id = "not-installed"
+
+    def judge(self, seen: Clocked) -> list[Finding]:
+        days = seen.pack.threshold("install_within_days")
+        out = []
+        for held in seen.held:
+            if held.status != "delivered" or seen.now - held.last_at <= timedelta(days=days):
+                continue
+            out.append({
+                "rule": self.id, "severity": "warning", "seq": held.last_seq,
+                "policy": seen.pack.id, "batch": held.batch, "party": held.owner,
+                "site": held.site,
+                "message": f"delivered since {wire.format_time(held.last_at)} and not "
+                f"installed; the pack allows {days} days",
+            })  # fmt: skip
+        return out
+
+
+class AttestationOverdue:
+    id = "attestation-overdue"
+
+    def judge(self, seen: Clocked) -> list[Finding]:
+        out = []
+        for held in seen.held:
+            found = seen.license(held.license) if held.license else None
+            interval = found.terms.conditions.attestation_interval_days if found else None
+            site = seen.site(held.site)
+            if interval is None or site is None:
+                continue
+            if site.last_attested is not None:
+                seq, since, what = site.last_attested_seq, site.last_attested, "last attested"
+            else:
+                seq, since, what = held.arrived_seq, held.arrived_at, "arrived, never attested,"
+            if seen.now - since <= timedelta(days=interval):
+                continue
+            out.append({
+                "rule": self.id, "severity": "warning", "seq": seq, "policy": seen.pack.id,
+                "batch": held.batch, "party": site.operator, "site": held.site,
+                "license": held.license,
+                "message": f"site {held.site!r} holds chips licensed under {held.license!r} "
+                f"and {what} {wire.format_time(since)}; the license asks every {interval} days",
+            })  # fmt: skip
+        return out
+
+
+TIME_JUDGED = (NotInstalled(), AttestationOverdue())
+
+
+def judge_now(seen: Clocked) -> list[Finding]:
+    return [found for rule in TIME_JUDGED for found in rule.judge(seen)]
