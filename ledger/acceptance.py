@@ -22,7 +22,7 @@ from ledger.models import built
 from ledger.policy import AdoptPolicy, in_force, policy_book
 from ledger.registry import REGISTRY_COMMANDS, Command
 from ledger.rules import Case, judge
-from ledger.unit import UnitOfWork
+from ledger.unit import UnitOfWork, micros
 from ledger.views import Outcome, Receipt
 from ledger.wire import format_time
 
@@ -150,6 +150,8 @@ def _append(unit: UnitOfWork, decoded: Decoded, findings: list[dict[str, Any]]) 
     )
     unit.event_ids[event.id] = (unit.next_seq, decoded.payload_digest)
     unit.entries.append(entry)
+    at = micros(event.at)
+    unit.signed.extend((kid, at, unit.next_seq) for kid, _ in decoded.signatures)
     if findings:
         unit.findings.append(
             built(

@@ -67,7 +67,7 @@ from ledger.views import (
     PolicyEntry,
     SerialView,
 )
-from ledger.wire import format_time
+from ledger.wire import format_time, parse_time
 
 PROTOCOL_VERSION = 1
 MAX_BATCH = 1000
@@ -286,7 +286,9 @@ class Ledger(Application[UUID]):
         to_store = cast(list[DomainEventProtocol[UUID]], [*pending, *unit.entries, *unit.findings])
         stored = [self.mapper.to_stored_event(event) for event in to_store]
         event_ids = [(event_id, seq, digest) for event_id, (seq, digest) in unit.event_ids.items()]
-        notification_ids = self.recorder.insert_events(stored, event_ids=event_ids)
+        notification_ids = self.recorder.insert_events(
+            stored, event_ids=event_ids, signatures=unit.signed
+        )
         assert notification_ids, "an application recorder returns notification ids"
         if (cache := self.repository.cache) is not None:
             for aggregate in aggregates:
@@ -327,7 +329,13 @@ class Ledger(Application[UUID]):
             event_ids=self._select_event_ids,
             careful=careful,
             counters=self.projections.counters,
+            signed_after=self._signed_after,
         )
+
+    def _signed_after(self, keyid: str, after: int) -> list[int]:
+        recorder = self.recorder
+        assert isinstance(recorder, SQLiteLedgerRecorder | PostgresLedgerRecorder)
+        return recorder.signed_after(keyid, after)
 
     def _select_event_ids(self, ids: Sequence[str]) -> dict[str, tuple[int, str]]:
         recorder = self.recorder
@@ -505,6 +513,13 @@ def _fold(stored: Iterable[Any], as_of: AsOf, found: Any = None) -> Any:
             break
         found = event.mutate(found)
     return found
+
+
+def _signed(envelope: str) -> list[tuple[str, datetime]]:
+    """(key id, the event's `at`) for each signature of a stored envelope."""
+    value = parse_json(envelope.encode("utf-8"))
+    at = parse_time(parse_json(_payload(envelope))["at"])
+    return [(s["keyid"], at) for s in value["signatures"]]
 
 
 def _payload(envelope: str) -> bytes:

@@ -1,5 +1,9 @@
 """The library's application recorders, each with one table of its own: accepted event ids.
 
+A second table, `ledger_signatures`, indexes every accepted envelope by the key ids that
+signed it and its `at`, so that revoking a compromised key finds what that key signed since
+without reading the log (`signed_after`).
+
 An event id names one event forever (PROTOCOL.md section 5, "repeat"). Each accepted
 envelope writes a row `(event_id, seq, digest)` in the same transaction as its stored events:
 `Application.save(..., event_ids=[...])` hands the rows to `_insert_events`, which the library
@@ -25,6 +29,9 @@ EVENT_IDS_TABLE = "ledger_event_ids"
 _INSERT_ID = "INSERT INTO ledger_event_ids VALUES (?,?,?)"
 _BACKFILL_ID = "INSERT OR IGNORE INTO ledger_event_ids VALUES (?,?,?)"
 _SELECT_IDS = "SELECT event_id, seq, digest FROM ledger_event_ids WHERE event_id IN "
+SignatureRow = tuple[str, int, int]  # key id, the signed event's `at` (µs since 1970), seq
+_INSERT_SIGNATURE = "INSERT OR IGNORE INTO ledger_signatures VALUES (?,?,?)"
+_SELECT_SIGNED = "SELECT seq FROM ledger_signatures WHERE keyid=? AND at>? ORDER BY seq"
 
 
 class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
@@ -33,6 +40,9 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
             *super().construct_create_table_statements(),
             f"CREATE TABLE IF NOT EXISTS {EVENT_IDS_TABLE} (event_id TEXT PRIMARY KEY, "
             "seq INTEGER NOT NULL, digest TEXT NOT NULL) WITHOUT ROWID",
+            "CREATE TABLE IF NOT EXISTS ledger_signatures (keyid TEXT NOT NULL, "
+            "at INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (keyid, at, seq)) "
+            "WITHOUT ROWID",
         ]
 
     def _insert_events(
@@ -41,6 +51,7 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
         stored_events: Sequence[StoredEvent],
         *,
         event_ids: Sequence[EventIdRow] = (),
+        signatures: Sequence[SignatureRow] = (),
         **kwargs: Any,
     ) -> Sequence[int] | None:
         # One executemany, not the library's execute per row: within the transaction's
@@ -57,12 +68,23 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
         last = c.fetchone()[0]
         if event_ids:
             c.executemany(_INSERT_ID, event_ids)
+        if signatures:
+            c.executemany(_INSERT_SIGNATURE, signatures)
         return list(range(last - len(stored_events) + 1, last + 1))
 
-    def backfill_event_ids(self, rows: Sequence[EventIdRow]) -> None:
-        """Rows for entries stored before this table existed (one transaction; none twice)."""
+    def backfill_event_ids(
+        self, rows: Sequence[EventIdRow], signatures: Sequence[SignatureRow] = ()
+    ) -> None:
+        """Rows for entries stored before these tables existed (one transaction; none twice)."""
         with self.datastore.transaction(commit=True) as c:
             c.executemany(_BACKFILL_ID, rows)
+            c.executemany(_INSERT_SIGNATURE, signatures)
+
+    def signed_after(self, keyid: str, after: int) -> list[int]:
+        """The seqs of the entries signed by `keyid` whose `at` is after `after` (µs)."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(_SELECT_SIGNED, (keyid, after))
+            return [row["seq"] for row in c.fetchall()]
 
     def select_event_ids(self, ids: Sequence[str]) -> dict[str, tuple[int, str]]:
         """(seq, digest) of each of `ids` that was accepted."""
@@ -87,6 +109,19 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
             ).format(table=table)
         )
         self._insert_event_ids = SQL("INSERT INTO {table} VALUES (%s, %s, %s)").format(table=table)
+        signed = Identifier(datastore.schema, "ledger_signatures")
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {table} (keyid text NOT NULL, at bigint NOT NULL, "
+                "seq bigint NOT NULL, PRIMARY KEY (keyid, at, seq))"
+            ).format(table=signed)
+        )
+        self._insert_signature = SQL(
+            "INSERT INTO {table} VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
+        ).format(table=signed)
+        self._select_signed = SQL(
+            "SELECT seq FROM {table} WHERE keyid = %s AND at > %s ORDER BY seq"
+        ).format(table=signed)
         self._backfill_event_ids = SQL(
             "INSERT INTO {table} VALUES (%s, %s, %s) ON CONFLICT (event_id) DO NOTHING"
         ).format(table=table)
@@ -100,15 +135,27 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         stored_events: Sequence[StoredEvent],
         *,
         event_ids: Sequence[EventIdRow] = (),
+        signatures: Sequence[SignatureRow] = (),
         **kwargs: Any,
     ) -> None:
         super()._insert_events(curs, stored_events, **kwargs)
         if event_ids:
             curs.executemany(self._insert_event_ids, event_ids)
+        if signatures:
+            curs.executemany(self._insert_signature, signatures)
 
-    def backfill_event_ids(self, rows: Sequence[EventIdRow]) -> None:
+    def backfill_event_ids(
+        self, rows: Sequence[EventIdRow], signatures: Sequence[SignatureRow] = ()
+    ) -> None:
         with self.datastore.transaction(commit=True) as curs:
             curs.executemany(self._backfill_event_ids, rows)
+            if signatures:
+                curs.executemany(self._insert_signature, signatures)
+
+    def signed_after(self, keyid: str, after: int) -> list[int]:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._select_signed, (keyid, after))
+            return [row["seq"] for row in curs.fetchall()]
 
     def select_event_ids(self, ids: Sequence[str]) -> dict[str, tuple[int, str]]:
         if not ids:

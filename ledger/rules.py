@@ -397,6 +397,26 @@ class InspectionMismatch(Rule):
         )]  # fmt: skip
 
 
+class KeyCompromised(Rule):
+    id = "key-compromised"
+
+    def judge(self, case: Case) -> list[Finding]:
+        event = case.event
+        if not isinstance(event, wire.PartyKeyRevoked) or event.compromised_since is None:
+            return []
+        since = wire.format_time(event.compromised_since)
+        return [
+            self.finding(
+                f"seq {seq} was signed with key {event.keyid} after {since}, when the key "
+                "was compromised",
+                party=event.party,
+                affected_seq=seq,
+            )
+            for seq in case.unit.signed_after(event.keyid, event.compromised_since)
+            if seq != case.seq
+        ]
+
+
 RULES: tuple[Rule, ...] = (
     EmbargoedDestination(),
     LicenseRequired(),
@@ -411,6 +431,7 @@ RULES: tuple[Rule, ...] = (
     SiteThreshold(),
     EntityThreshold(),
     InspectionMismatch(),
+    KeyCompromised(),
 )
 
 

@@ -8,7 +8,7 @@ may register a party and then its site. Nothing reaches the store until the appl
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -20,6 +20,12 @@ from ledger.batch import Batch
 from ledger.counters import Counters, Overlay, Placed, placed
 
 A = TypeVar("A", bound=Aggregate)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def micros(at: datetime) -> int:
+    """A time as whole microseconds since 1970 (exact, unlike a float timestamp)."""
+    return (at - EPOCH) // timedelta(microseconds=1)
 
 
 class UnitOfWork:
@@ -35,6 +41,7 @@ class UnitOfWork:
         event_ids: Callable[[Sequence[str]], dict[str, tuple[int, str]]] = lambda _: {},
         careful: bool = True,
         counters: Counters | None = None,
+        signed_after: Callable[[str, int], list[int]] = lambda _k, _a: [],
     ) -> None:
         self._repository = repository
         self._known = known
@@ -51,6 +58,8 @@ class UnitOfWork:
         self.event_ids: dict[str, tuple[int, str]] = {}  # accepted by this unit: (seq, digest)
         self.entries: list[events.EntryRecorded] = []
         self.findings: list[events.FindingsRecorded] = []
+        self.signed: list[tuple[str, int, int]] = []  # key id, `at` in µs, seq: accepted here
+        self._signed_after = signed_after
         self.changes: list[events.BatchSnapshot] = []
         self.counters = Overlay(counters if counters is not None else Counters())
 
@@ -103,6 +112,12 @@ class UnitOfWork:
                 return None
             self.prefetch_event_ids([event_id])
         return self._stored_ids[event_id]
+
+    def signed_after(self, keyid: str, after: datetime) -> list[int]:
+        """Seqs of the entries signed by `keyid` whose `at` is after `after` (this unit's too)."""
+        since = micros(after)
+        stored = self._signed_after(keyid, since)
+        return [*stored, *(seq for kid, at, seq in self.signed if kid == keyid and at > since)]
 
     def serial_holder(self, serial: str) -> str | None:
         """The batch that holds a serial now, this unit's changes included."""
