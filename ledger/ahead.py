@@ -130,7 +130,9 @@ class Worker:
             path = os.pathsep.join(p for p in (home, os.environ.get("PYTHONPATH")) if p)
             try:
                 self._process = subprocess.Popen(
-                    [sys.executable, "-m", "ledger.ahead"],
+                    # -P: never this process's working directory first on the path, so the
+                    # worker runs this ledger's own code, found through PYTHONPATH
+                    [sys.executable, "-P", "-m", "ledger.ahead"],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     bufsize=0,
@@ -257,7 +259,9 @@ class Ahead:
             for kid in {k for value in values for k in key_ids(value)} - self._keys.keys():
                 if (public := key(kid)) is not None:
                     self._keys[kid] = public
-            self._jobs[index] = worker.send(self._origin, self._now, dict(self._keys), values)
+            # What cannot be shipped is done here, where decoding says what is wrong.
+            with contextlib.suppress(RecursionError, pickle.PicklingError, TypeError, ValueError):
+                self._jobs[index] = worker.send(self._origin, self._now, dict(self._keys), values)
 
     def _collect(self, index: int) -> None:
         """Wait for the worker's chunk `index`, working meanwhile; or do it here."""

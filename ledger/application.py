@@ -263,7 +263,8 @@ class Ledger(Application[UUID]):
                 position = self._save(unit) if unit.entries else None
             except IntegrityError:
                 self._refresh()  # another writer moved the log on, or an event id is a repeat
-                attempts, careful = attempts + 1, True
+                attempts += 1 if careful else 0  # an optimistic try does not use up one
+                careful = True
                 continue
             except _Recheck:
                 self._discard(unit)

@@ -72,7 +72,7 @@ def _move(counter: Counter[str], key: str, quantity: int) -> None:
     if value := counter[key] + quantity:
         counter[key] = value
     else:
-        del counter[key]
+        counter.pop(key, None)
 
 
 def tally(batches: list[BatchSnapshot], party: str) -> Tally:

@@ -139,6 +139,9 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         **kwargs: Any,
     ) -> None:
         super()._insert_events(curs, stored_events, **kwargs)
+        # The library locks its events table before its insert; take that lock first, so
+        # that every writer holds it before touching these tables and none deadlocks.
+        self._lock_table(curs)
         if event_ids:
             curs.executemany(self._insert_event_ids, event_ids)
         if signatures:

@@ -72,8 +72,10 @@ class Case:
 
     @property
     def cited(self) -> str | None:
-        """The license the event itself names."""
-        return getattr(self.event, "license", None)
+        """The license a movement names (exports and transfers carry a `license` field)."""
+        if isinstance(self.event, wire.BatchExported | wire.BatchTransferred):
+            return self.event.license
+        return None
 
     @property
     def moves_under(self) -> str | None:

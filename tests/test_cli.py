@@ -529,3 +529,22 @@ def test_submit_to_a_port_where_nothing_listens_exits_1(
 
     assert code == 1
     assert one_sentence(err)
+
+
+def test_the_demo_shows_the_flags_issue_4_asks_for_and_none_on_scenario_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = str(tmp_path / "demo.db")
+    run(capsys, "demo", "--store", store, "--dir", str(tmp_path / "var"))
+
+    with opened(store) as ledger:
+        raised = {(f["rule"], f.get("batch")) for f in ledger.flags({}).flags}
+        scenario_1 = ledger.flags({"batch": "H200-0001"}).flags
+
+    assert {
+        ("embargoed-destination", "H100-0008"),  # an embargoed export
+        ("site-threshold", "B200-0009"),  # an unlicensed large install
+        ("transfer-not-authorized", "H200-0010"),  # a transfer the license does not allow
+        ("attestation-overdue", "H100-0011"),  # an overdue attestation
+    } <= raised
+    assert scenario_1 == []

@@ -19,6 +19,7 @@ from ledger.signing import envelope, read_signer, write_key_pair, write_secret
 from ledger.wire import format_time
 
 ORIGIN = "chipledger.local/ledger"
+ZERO = timedelta(0)
 PARTIES: list[dict[str, Any]] = [
     {
         "id": "bis",
@@ -43,6 +44,7 @@ PARTIES: list[dict[str, Any]] = [
         "hq_country": "HK",
     },
     {"id": "fastfreight", "name": "FastFreight Forwarding", "roles": ["carrier"], "country": "MY"},
+    {"id": "north-star", "name": "North Star Compute", "roles": ["buyer"], "country": "RU"},
 ]
 SITES = [
     ("tsmc-f18", "nvidia", "TW", "Fab 18 (packaging and test)"),
@@ -59,8 +61,8 @@ class Demo:
     keys: dict[str, Signer] = field(default_factory=dict)
     heads: dict[str, str] = field(default_factory=dict)
 
-    def event(self, kind: str, actor: str, **fields: Any) -> dict[str, Any]:
-        at = self.ledger.clock() - timedelta(minutes=1)
+    def event(self, kind: str, actor: str, ago: timedelta = ZERO, **fields: Any) -> dict[str, Any]:
+        at = self.ledger.clock() - timedelta(minutes=1) - ago
         return {
             "type": kind,
             "id": str(uuid.uuid4()),
@@ -76,16 +78,22 @@ class Demo:
             if isinstance(batch, str):
                 self.heads[batch] = receipt.envelope_hash
 
-    def move(self, kind: str, actor: str, batch: str, *cosigners: str, **fields: Any) -> None:
+    def move(
+        self, kind: str, actor: str, batch: str, *cosigners: str, ago: timedelta = ZERO,
+        **fields: Any,
+    ) -> None:  # fmt: skip
         """A batch event signed by `actor` (and co-signers), chained to the batch's head."""
-        event = self.event(kind, actor, batch=batch, prev=self.heads[batch], **fields)
+        event = self.event(kind, actor, ago, batch=batch, prev=self.heads[batch], **fields)
         self.submit(event, actor, *cosigners)
 
-    def fabricate(self, batch: str, model: str, quantity: int, serials: bool = False) -> None:
+    def fabricate(
+        self, batch: str, model: str, quantity: int, serials: bool = False, ago: timedelta = ZERO
+    ) -> None:
         extra = {"serials": [f"{batch}-{i:05d}" for i in range(quantity)]} if serials else {}
         event = self.event(
             "batch.fabricated",
             "nvidia",
+            ago,
             batch=batch,
             model=model,
             quantity=quantity,
@@ -93,6 +101,16 @@ class Demo:
             **extra,
         )
         self.submit(event, "nvidia")
+
+    def license(self, license_id: str, *, ago: timedelta = ZERO, **terms: Any) -> None:
+        now = self.ledger.clock()
+        spec = {
+            "id": license_id,
+            "valid_from": format_time(now - ago - timedelta(days=1)),
+            "valid_until": format_time(now + timedelta(days=365)),
+            **terms,
+        }
+        self.submit(self.event("license.granted", "bis", license=spec), "bis")
 
 
 def _keys(directory: Path) -> dict[str, Signer]:
@@ -116,7 +134,9 @@ def load_demo(store: str, directory: Path) -> str:
     ledger.initialise(ORIGIN, keys["bis"].public_key_b64, log_signer.public_key)
     demo = Demo(ledger, keys)
     _registry(demo)
+    _licenses(demo)
     _custody(demo)
+    _flags(demo)
     return f"demo ledger in {store}: {ledger.size()} entries; party keys in {directory / 'keys'}"
 
 
@@ -146,10 +166,29 @@ def _registry(demo: Demo) -> None:
     )
 
 
+def _licenses(demo: Demo) -> None:
+    """Two licenses to the Gulf: the vendor's, and one asking for attestations every 30 days."""
+    conditions = {"reexport_allowed": False, "security_guarantee": True,
+                  "us_investment_commitment": True}  # fmt: skip
+    demo.license(
+        "BIS-2026-AE-0001", holder="nvidia", destinations=["AE"],
+        consignees=["gulf-cloud", "desert-ai"], models=["H100", "H200", "B200", "H20"],
+        max_quantity=20_000, conditions={**conditions, "attestation_interval_days": 90},
+    )  # fmt: skip
+    demo.license(
+        "BIS-2026-AE-0002", ago=timedelta(days=60), holder="nvidia", destinations=["AE"],
+        consignees=["desert-ai"], models=["H100"], max_quantity=1_000,
+        conditions={**conditions, "attestation_interval_days": 30},
+    )  # fmt: skip
+
+
 def _custody(demo: Demo) -> None:
     """DOMAIN scenario 1, then a batch in every status, a split, a transfer, a short delivery."""
     demo.fabricate("H200-0001", "H200", 256, serials=True)  # scenario 1: fab to datacenter
-    demo.move("batch.exported", "nvidia", "H200-0001", to="gulf-cloud", destination="AE")
+    demo.move(
+        "batch.exported", "nvidia", "H200-0001", to="gulf-cloud", destination="AE",
+        license="BIS-2026-AE-0001",
+    )  # fmt: skip
     demo.move("batch.delivered", "gulf-cloud", "H200-0001", site="dxb-1", quantity=256)
     demo.move("batch.installed", "gulf-cloud", "H200-0001", site="dxb-1")
 
@@ -186,3 +225,35 @@ def _custody(demo: Demo) -> None:
     demo.move(
         "batch.reported_lost", "nvidia", "H200-0007", reason="container missing at Port Klang"
     )
+
+
+def _flags(demo: Demo) -> None:
+    """What the rules flag: an embargoed export, an unlicensed large install, a transfer the
+    license does not allow, an attestation overdue (and, on the way, late reports)."""
+    demo.fabricate("H100-0008", "H100", 64)  # to Russia: embargoed-destination
+    demo.move("batch.exported", "nvidia", "H100-0008", to="north-star", destination="RU")
+
+    demo.fabricate("B200-0009", "B200", 1200)  # 1,200 unlicensed chips at one site
+    demo.move("batch.exported", "nvidia", "B200-0009", to="desert-ai", destination="AE")
+    demo.move("batch.delivered", "desert-ai", "B200-0009", site="dxb-2", quantity=1200)
+    demo.move("batch.installed", "desert-ai", "B200-0009", site="dxb-2")
+
+    demo.fabricate("H200-0010", "H200", 128)  # licensed to the Gulf, then sold to Singapore
+    demo.move(
+        "batch.exported", "nvidia", "H200-0010", to="gulf-cloud", destination="AE",
+        license="BIS-2026-AE-0001",
+    )  # fmt: skip
+    demo.move("batch.delivered", "gulf-cloud", "H200-0010", site="dxb-1", quantity=128)
+    demo.move(
+        "batch.transferred", "gulf-cloud", "H200-0010", "lion-compute", to="lion-compute",
+        site="sin-3",
+    )  # fmt: skip
+
+    old = timedelta(days=45)  # recorded late: arrived 45 days ago, never attested since
+    demo.fabricate("H100-0011", "H100", 200, ago=old)
+    demo.move(
+        "batch.exported", "nvidia", "H100-0011", ago=old, to="desert-ai", destination="AE",
+        license="BIS-2026-AE-0002",
+    )  # fmt: skip
+    demo.move("batch.delivered", "desert-ai", "H100-0011", ago=old, site="dxb-2", quantity=200)
+    demo.move("batch.installed", "desert-ai", "H100-0011", ago=old, site="dxb-2")
