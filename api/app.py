@@ -154,7 +154,12 @@ def _custody_router(ledger: Ledger) -> APIRouter:
 def _rules_router(ledger: Ledger) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["rules"])
 
-    @router.post("/checks", response_model=CheckView, openapi_extra=ENVELOPE_BODY)
+    @router.post(
+        "/checks",
+        response_model=CheckView,
+        response_model_exclude_none=True,
+        openapi_extra=ENVELOPE_BODY,
+    )
     async def post_check(request: Request) -> CheckView:
         body = await read_body(request, MAX_ENVELOPE_BYTES)
         return await run_in_threadpool(ledger.check, body)
