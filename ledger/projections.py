@@ -186,11 +186,13 @@ class AtSites:
 
     def __init__(self) -> None:
         self.held: dict[str, Held] = {}
+        self.ever: set[str] = set()  # every batch ever at a site, for reads `as_of` the past
 
     def on_batch(self, batch: BatchSnapshot) -> None:
         before = self.held.pop(batch.batch, None)
         if batch.status not in HELD or batch.site is None:
             return
+        self.ever.add(batch.batch)
         arrived = (
             (before.arrived_seq, before.arrived_at)
             if before is not None and before.site == batch.site

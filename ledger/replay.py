@@ -84,11 +84,13 @@ def catch_up(app: Application[UUID], projections: Projections) -> None:
 
 def _placed(app: Application[UUID], batch: BatchSnapshot) -> Placed | None:
     """The counters' share of a batch, its site and license read from the store (a site's
-    operator and a license's terms never change)."""
+    operator and a license's terms never change; a license granted after the batch's event
+    was not known to it, as acceptance saw it)."""
     site = _get(app, "site", batch.site)
     held = _get(app, "license", batch.license)
     operator = site.operator if isinstance(site, Site) else None
-    return placed(batch, operator, held.terms if isinstance(held, License) else None)
+    known = isinstance(held, License) and held.granted_seq <= batch.last_seq
+    return placed(batch, operator, held.terms if known else None)
 
 
 def _get(app: Application[UUID], kind: str, name: str | None) -> Any:

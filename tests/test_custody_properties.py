@@ -512,6 +512,12 @@ def _projections(projections: Projections) -> dict[str, Any]:
         "serials held": {bid: held for bid, held in serials.held.items() if held},
         "serial history": {serial: list(past) for serial, past in serials.past.items()},
         "involvement": {party: set(b) for party, b in projections.involvement.batches.items() if b},
+        "placed": dict(projections.counters.placed),
+        "site counters": {k: c for k, c in projections.counters.sites.items() if +c},
+        "owner counters": {k: c for k, c in projections.counters.owned.items() if +c},
+        "at sites": dict(projections.at_sites.held),
+        "ever at sites": set(projections.at_sites.ever),
+        "flags": list(projections.flags.flags),
     }
 
 

@@ -618,6 +618,18 @@ def test_rebuilding_the_read_models_from_the_log_gives_exactly_the_live_ones(
     assert nonempty(rebuilt.holdings.tallies) == nonempty(live.holdings.tallies)
     assert rebuilt.serials.current == live.serials.current
     assert dict(rebuilt.involvement.batches) == dict(live.involvement.batches)
+    assert live.counters.placed
+    assert live.at_sites.held
+    assert rebuilt.counters.placed == live.counters.placed
+    assert {k: +c for k, c in rebuilt.counters.sites.items() if +c} == {
+        k: +c for k, c in live.counters.sites.items() if +c
+    }
+    assert {k: +c for k, c in rebuilt.counters.owned.items() if +c} == {
+        k: +c for k, c in live.counters.owned.items() if +c
+    }
+    assert rebuilt.at_sites.held == live.at_sites.held
+    assert rebuilt.at_sites.ever == live.at_sites.ever
+    assert rebuilt.flags.flags == live.flags.flags
 
 
 def test_a_ledger_opened_afresh_on_the_same_store_answers_as_the_live_one(

@@ -367,6 +367,105 @@ def test_an_event_recorded_more_than_late_report_hours_after_its_at_is_flagged(
     assert found(receipt) == ([flag] if late else [])
 
 
+# -- 7. time-judged: not-installed and attestation-overdue, now and as_of ----------------------
+
+DAY = timedelta(days=1)
+SECOND = timedelta(seconds=1)
+
+
+def time_judged(office: Office, **params: str | int) -> list[Json]:
+    return [
+        without_message(flag)
+        for flag in office.flags(**params)
+        if flag["rule"] in {"not-installed", "attestation-overdue"}
+    ]
+
+
+@pytest.mark.parametrize(("after", "flagged"), [
+    (60 * DAY - SECOND, False), (60 * DAY, False), (60 * DAY + SECOND, True),
+])  # fmt: skip
+def test_not_installed_is_raised_once_install_within_days_have_passed(
+    office: Office, after: timedelta, flagged: bool
+) -> None:
+    office.ship("b-x")
+    delivered = office.deliver("b-x")
+    office.world.clock.advance(seconds=after.total_seconds())
+    expected = expect("not-installed", delivered, batch="b-x", party="gulf-cloud", site="dxb-1")
+    assert time_judged(office) == ([{**expected, "severity": "warning"}] if flagged else [])
+    assert office.flags(rule="not-installed", batch="b-x") == office.flags(rule="not-installed")
+
+
+def test_not_installed_as_of_a_time_judges_that_state_at_that_time(office: Office) -> None:
+    office.ship("b-x")
+    delivered = office.deliver("b-x")
+    office.world.clock.advance(days=61)
+    installed = office.record("batch.installed", "gulf-cloud", batch="b-x", site="dxb-1").receipt
+    assert installed["findings"] == []
+    assert time_judged(office) == []
+    flag = {**expect("not-installed", delivered, batch="b-x", party="gulf-cloud", site="dxb-1"),
+            "severity": "warning"}  # fmt: skip
+    assert time_judged(office, as_of=stamp(START + 61 * DAY - SECOND)) == [flag]
+    assert time_judged(office, as_of=stamp(START + 60 * DAY)) == []  # not yet due then
+    assert time_judged(office, as_of=installed["seq"] - 1) == [flag]  # that state, now's clock
+    assert time_judged(office, as_of=installed["seq"]) == []
+    assert time_judged(office, as_of=stamp(START + 61 * DAY - SECOND), batch="b-x") == [flag]
+    assert time_judged(office, as_of=stamp(START + 61 * DAY - SECOND), batch="b-y") == []
+
+
+def attested_license(office: Office, interval: int = 90) -> Json:
+    """L-ae asking for an attestation every `interval` days; b-x delivered, installed under it."""
+    conditions = terms("L-ae")["conditions"] | {"attestation_interval_days": interval}
+    accepted(office.grant(valid_until=stamp(START + 400 * DAY), conditions=conditions))
+    office.ship("b-x", license="L-ae")
+    delivered = office.deliver("b-x")
+    office.record("batch.installed", "gulf-cloud", batch="b-x", site="dxb-1")
+    return delivered
+
+
+def attest(office: Office) -> Json:
+    now = office.world.clock.now
+    return office.accept(office.world.envelope(office.world.event(
+        "security.attested", "gulf-cloud", site="dxb-1", period_start=stamp(now - 30 * DAY),
+        period_end=stamp(now), statement="Chips on site as recorded.",
+    ), "gulf-cloud"))  # fmt: skip
+
+
+@pytest.mark.parametrize(("after", "flagged"), [
+    (90 * DAY, False), (90 * DAY + SECOND, True),
+])  # fmt: skip
+def test_attestation_overdue_counts_from_arrival_when_never_attested(
+    office: Office, after: timedelta, flagged: bool
+) -> None:
+    delivered = attested_license(office)
+    office.world.clock.advance(seconds=after.total_seconds())
+    expected = {**expect("attestation-overdue", delivered, batch="b-x", party="gulf-cloud",
+                         site="dxb-1", license="L-ae"), "severity": "warning"}  # fmt: skip
+    assert time_judged(office) == ([expected] if flagged else [])
+
+
+def test_attestation_overdue_counts_from_the_last_attestation_and_reads_as_of(
+    office: Office,
+) -> None:
+    delivered = attested_license(office)
+    office.world.clock.advance(days=95)
+    attested = attest(office)
+    assert attested["findings"] == []
+    office.world.clock.advance(days=91)
+    flag = {**expect("attestation-overdue", attested, batch="b-x", party="gulf-cloud",
+                     site="dxb-1", license="L-ae"), "severity": "warning"}  # fmt: skip
+    from_arrival = flag | {"seq": delivered["seq"]}
+    assert time_judged(office) == [flag]
+    assert time_judged(office, as_of=attested["seq"] - 1) == [from_arrival]  # now's clock
+    assert time_judged(office, as_of=attested["seq"]) == [flag]
+    assert time_judged(office, as_of=stamp(START + 90 * DAY)) == []
+    assert time_judged(office, as_of=stamp(START + 90 * DAY + SECOND)) == [from_arrival]
+    assert time_judged(office, as_of=stamp(START + 95 * DAY)) == []  # attested at that moment
+    assert time_judged(office, as_of=stamp(START + 185 * DAY)) == []
+    assert time_judged(office, as_of=stamp(START + 185 * DAY + SECOND)) == [flag]
+    attest(office)
+    assert time_judged(office) == []
+
+
 # -- DOMAIN scenarios 2, 3, 4, 5, 7, 9, 11, 12 -------------------------------------------------
 
 
@@ -664,6 +763,18 @@ def test_flags_rebuilt_from_the_store_equal_the_live_ones(
     reopened = TestClient(create_app(Ledger(store, clock=clock)))
     assert reopened.get("/v1/flags").json() == {"flags": flagged}
     assert reopened.get("/v1/flags", params={"batch": "b-ae"}).json() == {"flags": flagged[1:3]}
+
+
+def test_counters_rebuilt_see_a_license_only_from_its_grant_as_acceptance_did(
+    populated: Ledger, office: Office
+) -> None:
+    office.ship("b-early", license="L-ae")  # cites L-ae before it is granted: license-invalid
+    office.deliver("b-early")
+    accepted(office.grant())
+    live = populated.projections.counters
+    assert live.placed["b-early"].site_covered is False
+    rebuilt = populated.rebuilt_projections().counters
+    assert rebuilt.placed == live.placed
 
 
 # -- POST /v1/checks (section 6) ---------------------------------------------------------------
