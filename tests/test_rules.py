@@ -512,11 +512,42 @@ def test_scenario_5_a_transfer_the_license_does_not_name_checked_first_then_reco
     ]
 
 
+def test_scenario_6_1200_unlicensed_chips_at_one_site_breach_installed_or_not(
+    office: Office,
+) -> None:
+    office.ship("b-1000", quantity=1000)
+    assert found(office.deliver("b-1000", site="auh-1", quantity=1000)) == []  # not above
+    office.ship("b-200", quantity=200)
+    delivered = office.deliver("b-200", site="auh-1", quantity=200)
+    installed = office.record("batch.installed", "gulf-cloud", batch="b-200", site="auh-1")
+    for receipt in (delivered, installed.receipt):
+        assert found(receipt) == [
+            expect("site-threshold", receipt, batch="b-200", party="gulf-cloud", site="auh-1")
+        ]
+    assert "1,200 chips are at site 'auh-1'" in installed.receipt["findings"][0]["message"]
+
+
 def test_scenario_7_a_batch_delivered_outside_its_export_destination(office: Office) -> None:
     office.ship("b-1")
     receipt = office.deliver("b-1", site="ryd-1")
     assert rules(receipt["findings"]) == ["location-mismatch"]
     assert office.read("/v1/batches/b-1")["country"] == "SA"
+
+
+def test_scenario_8_an_inspection_that_counts_fewer_chips_than_the_ledger_holds(
+    office: Office,
+) -> None:
+    office.ship("b-x")
+    office.deliver("b-x", site="auh-1")
+
+    def inspect(count: int) -> Json:
+        return accepted(office.authority("site.inspected", site="auh-1", observed={"H200": count}))
+
+    short = inspect(90)
+    assert found(short) == [expect("inspection-mismatch", short, party="gulf-cloud", site="auh-1")]
+    assert "H200: 90 counted, 100 recorded" in short["findings"][0]["message"]
+    assert found(inspect(100)) == []
+    assert office.flags(rule="inspection-mismatch") == short["findings"]
 
 
 def test_scenario_9_a_pack_adopted_later_leaves_earlier_findings_and_answers_as_of(
@@ -578,6 +609,11 @@ BAD_TERMS = [
     pytest.param({"models": []}, 422, "license.models", id="no-models"),
     pytest.param({"models": ["H999"]}, 422, "license.models", id="a-model-the-pack-lacks"),
     pytest.param({"max_quantity": 0}, 422, "license.max_quantity", id="zero-chips"),
+    pytest.param({"max_quantity": -5}, 422, "license.max_quantity", id="negative-chips"),
+    pytest.param({"conditions": terms("L")["conditions"] | {"attestation_interval_days": -1}},
+                 422, "attestation_interval_days", id="negative-attestation-interval"),
+    pytest.param({"conditions": {"reexport_allowed": False}}, 422, "security_guarantee",
+                 id="a-missing-condition"),
     pytest.param({"holder": "nobody"}, 404, "nobody", id="unknown-holder"),
     pytest.param({"consignees": ["nobody"]}, 404, "nobody", id="unknown-consignee"),
 ]  # fmt: skip
@@ -654,6 +690,12 @@ BAD_PACKS = [
                  "thresholds.late_report_hours", id="a-string-threshold"),
     pytest.param({"thresholds": thresholds(own_limit=0.5)}, "thresholds.own_limit",
                  id="a-float-threshold-of-its-own"),
+    pytest.param({"thresholds": thresholds(site_unlicensed=-1)}, "thresholds.site_unlicensed",
+                 id="a-negative-threshold"),
+    pytest.param({"thresholds": thresholds(own_limit=-5)}, "thresholds.own_limit",
+                 id="a-negative-threshold-of-its-own"),
+    pytest.param({"thresholds": thresholds(install_within_days=True)},
+                 "thresholds.install_within_days", id="a-boolean-threshold"),
     pytest.param({"thresholds": {"site_unlicensed": 1000}}, "thresholds.late_report_hours",
                  id="a-missing-threshold"),
     pytest.param({"groups": {"embargo": ["RU"]}}, "groups.license_required",

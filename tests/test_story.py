@@ -2,7 +2,7 @@
 
 Each story is what the parties do and what the ledger then says: a vendor fabricates and
 exports, a buyer acknowledges delivery, installs, transfers and splits, an authority rotates
-a compromised key. Licenses and rule packs do not exist yet, so every receipt has no findings.
+a compromised key. The rules' own stories are in test_rules.py; here every receipt is clean.
 `Desk` is the parties' side of the API: it signs events with the fixed-seed test keys, posts
 them, and keeps each batch's head so the next event can name it as `prev`.
 """
@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.support import Clock, World, signer
+from tests.support import Clock, World, signer, stamp
 
 Json = dict[str, Any]
 
@@ -134,13 +135,25 @@ def refused(response: Any, status: int, code: str) -> None:
 def test_scenario_1_a_batch_goes_from_fab_to_an_installed_datacenter_in_the_emirates(
     desk: Desk, clock: Clock
 ) -> None:
+    conditions = {"reexport_allowed": False, "security_guarantee": False,
+                  "us_investment_commitment": False}  # fmt: skip
+    license_ = {"id": "L-h100", "holder": "nvidia", "destinations": ["AE"],
+                "consignees": ["gulf-cloud"], "models": ["H100"], "max_quantity": 1000,
+                "valid_from": stamp(clock.now),
+                "valid_until": stamp(clock.now + timedelta(days=90)),
+                "conditions": conditions}  # fmt: skip
+    granted = desk.accept(
+        desk.world.envelope(desk.world.event("license.granted", "bis", license=license_), "bis")
+    )
+    assert granted["findings"] == []
     fabricated = desk.record(
         "batch.fabricated", "nvidia", batch="h100-0001", model="H100", quantity=256, country="TW"
     )
     clock.advance(days=2)
     exported = desk.record(
-        "batch.exported", "nvidia", batch="h100-0001", to="gulf-cloud", destination="AE"
-    )
+        "batch.exported", "nvidia", batch="h100-0001", to="gulf-cloud", destination="AE",
+        license="L-h100",
+    )  # fmt: skip
     in_transit = desk.read("/v1/parties/gulf-cloud/allocation")
     clock.advance(days=7)
     delivered = desk.record(
@@ -151,6 +164,8 @@ def test_scenario_1_a_batch_goes_from_fab_to_an_installed_datacenter_in_the_emir
 
     story = [fabricated, exported, delivered, installed]
     assert [sent.receipt["findings"] for sent in story] == [[], [], [], []]
+    assert desk.read("/v1/flags") == {"flags": []}
+    assert desk.read("/v1/licenses/L-h100")["used_quantity"] == 256
     assert in_transit == allocation(
         "gulf-cloud", {"in_transit": 256}, {"AE": 256}, {}, {"H100": 256}, ["h100-0001"]
     )
@@ -163,7 +178,7 @@ def test_scenario_1_a_batch_goes_from_fab_to_an_installed_datacenter_in_the_emir
         "batch": "h100-0001", "model": "H100", "quantity": 256, "missing": 0,
         "status": "installed", "owner": "gulf-cloud", "holder": "gulf-cloud", "country": "AE",
         "site": "dxb-1", "serials_known": False, "head": installed.receipt["envelope_hash"],
-        "last_seq": installed.seq,
+        "last_seq": installed.seq, "license": "L-h100",
     }  # fmt: skip
     assert desk.read("/v1/batches/h100-0001/history") == {
         "batch": "h100-0001",
