@@ -8,6 +8,7 @@ left exactly as it is.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -137,7 +138,12 @@ def load_demo(store: str, directory: Path) -> str:
     _licenses(demo)
     _custody(demo)
     _flags(demo)
-    return f"demo ledger in {store}: {ledger.size()} entries; party keys in {directory / 'keys'}"
+    raised = Counter(flag["rule"] for flag in ledger.flags({}).flags)
+    shown = ", ".join(f"{rule} ({n})" for rule, n in sorted(raised.items()))
+    return (
+        f"demo ledger in {store}: {ledger.size()} entries; party keys in {directory / 'keys'}\n"
+        f"flags to see at GET /v1/flags: {shown}"
+    )
 
 
 def _registry(demo: Demo) -> None:
