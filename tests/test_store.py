@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -26,7 +27,16 @@ from ledger.errors import (
     NotAuthorized,
 )
 from ledger.views import Receipt
-from tests.support import LOG_SEED, ORIGIN, Clock, World, new_ledger, populate, signer
+from tests.support import (
+    LOG_SEED,
+    ORIGIN,
+    Clock,
+    World,
+    new_ledger,
+    populate,
+    signer,
+    stamp,
+)
 
 OpenLedger = Callable[..., Ledger]
 
@@ -150,6 +160,41 @@ def test_reopened_ledger_keeps_the_registry_a_live_key_signs_and_a_revoked_key_i
     assert reopened.size() == size
     assert reopened.submit(site(world, "fab-2", "nvidia", "nvidia#2")).receipt.seq == size
     assert reopened.submit(site(world, "dxb-9", "gulf-cloud")).receipt.seq == size + 1
+
+
+def test_reopened_ledger_keeps_licenses_packs_and_the_flags_each_event_raised(
+    open_ledger: OpenLedger, world: World, clock: Clock
+) -> None:
+    first = open_ledger(init=True)
+    populate(first, world)
+    conditions = {"reexport_allowed": False, "security_guarantee": False,
+                  "us_investment_commitment": False}  # fmt: skip
+    terms = {"id": "L-1", "holder": "nvidia", "destinations": ["AE"], "consignees": ["gulf-cloud"],
+             "models": ["H200"], "max_quantity": 100, "valid_from": stamp(clock.now),
+             "valid_until": stamp(clock.now + timedelta(days=30)),
+             "conditions": conditions}  # fmt: skip
+    first.submit(world.envelope(world.event("license.granted", "bis", license=terms), "bis"))
+    pack = first.current_policy() | {"id": "pack-2", "effective_from": stamp(clock.now)}
+    first.submit(world.envelope(world.event("policy.adopted", "bis", policy=pack), "bis"))
+    made = world.event("batch.fabricated", "nvidia", batch="b-1", model="H200", quantity=150,
+                       country="TW")  # fmt: skip
+    head = first.submit(world.envelope(made, "nvidia")).receipt.envelope_hash
+    sent = world.event("batch.exported", "nvidia", batch="b-1", prev=head, to="gulf-cloud",
+                       destination="RU", license="L-1")  # fmt: skip
+    flagged = first.submit(world.envelope(sent, "nvidia")).receipt
+    assert sorted(f["rule"] for f in flagged.findings) == [
+        "embargoed-destination", "license-invalid", "license-quantity-exceeded",
+    ]  # fmt: skip
+    before = (first.flags({}), first.license("L-1"), first.policies(), first.current_policy())
+    first.close()
+    clock.advance(hours=1)
+
+    reopened = open_ledger()
+
+    assert (reopened.flags({}), reopened.license("L-1")) == before[:2]
+    assert (reopened.policies(), reopened.current_policy()) == before[2:]
+    assert reopened.flags({}).flags == [f | {"seq": flagged.seq} for f in flagged.findings]
+    assert reopened.rebuilt_projections().flags.flags == reopened.projections.flags.flags
 
 
 # -- refusals and batches ----------------------------------------------------------------------
