@@ -21,8 +21,10 @@ from ledger.views import (
     AllocationView,
     BatchView,
     CheckView,
+    ConsistencyView,
     FlagsView,
     HistoryView,
+    InclusionView,
     LedgerInfoView,
     LicenseView,
     LogEntries,
@@ -125,6 +127,24 @@ def _log_router(ledger: Ledger) -> APIRouter:
     @router.get("/key", response_class=PlainTextResponse)
     def get_key() -> str:
         return ledger.info.log_key + "\n"
+
+    @router.get("/checkpoint", response_class=PlainTextResponse)
+    def get_checkpoint() -> str:
+        return ledger.checkpoint()
+
+    @router.get("/inclusion", response_model=InclusionView)
+    def get_inclusion(
+        seq: Annotated[int, Query(ge=0)],
+        size: Annotated[int | None, Query(ge=1)] = None,
+    ) -> InclusionView:
+        return ledger.inclusion(seq, size)
+
+    @router.get("/consistency", response_model=ConsistencyView)
+    def get_consistency(
+        from_: Annotated[int, Query(alias="from", ge=1)],
+        to: Annotated[int, Query(ge=1)],
+    ) -> ConsistencyView:
+        return ledger.consistency(from_, to)
 
     return router
 

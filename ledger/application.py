@@ -24,7 +24,7 @@ from eventsourcing.application import (
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError
 
-from ledger import events
+from ledger import events, merkle
 from ledger.acceptance import accept
 from ledger.aggregates import LEDGER_ID, LOG_ID, LedgerInfo, License, stream_id
 from ledger.ahead import ahead
@@ -34,6 +34,7 @@ from ledger.canonical import b64decode_strict, parse_json
 from ledger.crypto import Signer, decode_public_key
 from ledger.envelopes import Decoded, decode
 from ledger.errors import (
+    BadRequest,
     BatchRefused,
     Conflict,
     InvalidEvent,
@@ -49,15 +50,18 @@ from ledger.projections import AtSites, Projections, tally
 from ledger.recorders import PostgresLedgerRecorder, SQLiteLedgerRecorder
 from ledger.replay import PAGE, batch_as_of, catch_up
 from ledger.rules import Clocked, judge_now
+from ledger.transparency import Log
 from ledger.unit import UnitOfWork
 from ledger.views import (
     AllocationView,
     Authority,
     BatchView,
     CheckView,
+    ConsistencyView,
     FlagsView,
     HistoryEntry,
     HistoryView,
+    InclusionView,
     LedgerInfoView,
     LicenseView,
     LogEntries,
@@ -100,6 +104,8 @@ class Ledger(Application[UUID]):
         self._info: LedgerInfo | None = None
         self._genesis: str | None = None
         self._next_seq = 0
+        self._log_signer: Signer | None = None
+        self._log: Log | None = None
         self.projections = Projections()
         self._refresh()
 
@@ -135,6 +141,21 @@ class Ledger(Application[UUID]):
                 f"that log key is not this ledger's (it expects {self.info.log_key})"
             )
 
+    def use_log_key(self, signer: Signer) -> None:
+        """Sign a checkpoint with each commit from now on (the key fixed at `init` only)."""
+        self.check_log_key(signer)
+        with self._lock:
+            self._log_signer = signer
+            self.tlog.signer = signer
+
+    @property
+    def tlog(self) -> Log:
+        if self._log is None:
+            recorder = self.recorder
+            assert isinstance(recorder, SQLiteLedgerRecorder | PostgresLedgerRecorder)
+            self._log = Log(recorder, self.info.origin, self._log_signer)
+        return self._log
+
     @property
     def info(self) -> LedgerInfo:
         if self._info is None:
@@ -156,7 +177,9 @@ class Ledger(Application[UUID]):
         self._next_seq = self.size()
         first = self._entries(0, 1)
         self._genesis = first[0].actor if first else None
+        self._log = None  # its cached right edge may be stale
         self._backfill_event_ids()
+        self._backfill_tree()
         catch_up(self, self.projections)
 
     def _backfill_event_ids(self) -> None:
@@ -178,6 +201,20 @@ class Ledger(Application[UUID]):
                 (e.event_id, e.seq, hashlib.sha256(_payload(e.envelope)).hexdigest())
                 for e in self._entries(start, PAGE)
             ])  # fmt: skip
+
+    def _backfill_tree(self) -> None:
+        """Give a store written before the tree existed its stored hashes, from its log."""
+        size = self._next_seq
+        recorder = self.recorder
+        assert isinstance(recorder, SQLiteLedgerRecorder | PostgresLedgerRecorder)
+        if recorder.tree_size_stored() >= merkle.stored_hash_count(size):
+            return
+        log = self.tlog
+        for start in range(0, size, PAGE):
+            found = self._entries(start, PAGE)
+            tree, _ = log.rows(start, [entry.envelope for entry in found]) if found else ([], None)
+            recorder.write_log(tree, None)
+            log.committed(start + len(found), tree)
 
     def rebuilt_projections(self) -> Projections:
         """The read models built afresh from the stored events (they must equal the live ones)."""
@@ -287,9 +324,13 @@ class Ledger(Application[UUID]):
         to_store = cast(list[DomainEventProtocol[UUID]], [*pending, *unit.entries, *unit.findings])
         stored = [self.mapper.to_stored_event(event) for event in to_store]
         event_ids = [(event_id, seq, digest) for event_id, (seq, digest) in unit.event_ids.items()]
-        notification_ids = self.recorder.insert_events(
-            stored, event_ids=event_ids, signatures=unit.signed
+        unit.tree, checkpoint = self.tlog.rows(
+            unit.entries[0].seq, [entry.envelope for entry in unit.entries]
         )
+        notification_ids = self.recorder.insert_events(
+            stored, event_ids=event_ids, signatures=unit.signed, tree=unit.tree,
+            checkpoint=checkpoint,
+        )  # fmt: skip
         assert notification_ids, "an application recorder returns notification ids"
         if (cache := self.repository.cache) is not None:
             for aggregate in aggregates:
@@ -310,6 +351,7 @@ class Ledger(Application[UUID]):
         if position is None:
             return
         self._next_seq, self._genesis = unit.next_seq, unit.genesis
+        self.tlog.committed(unit.next_seq, unit.tree)
         self.projections.streams.update(stream.int for stream in created)
         for change in unit.changes:
             self.projections.on_batch(change)
@@ -369,6 +411,46 @@ class Ledger(Application[UUID]):
             for e in self._entries(start, limit)
         ]
         return LogEntries(entries=entries)
+
+    # -- the transparency log (PROTOCOL.md section 8) ------------------------------------------
+
+    def checkpoint(self) -> str:
+        """The latest signed checkpoint, a C2SP signed note."""
+        with self._lock:
+            self._sync()
+            return self.tlog.checkpoint(self._next_seq)[1]
+
+    def checkpoints(self, after: int = -1, limit: int = 1_000) -> list[tuple[int, str]]:
+        """Every checkpoint signed, by tree size, from above `after`."""
+        return self.tlog.recorder.checkpoints(after, limit)
+
+    def inclusion(self, seq: int, size: int | None = None) -> InclusionView:
+        """Entry `seq`'s leaf hash and its inclusion proof in the tree of `size` (default: the
+        latest checkpoint's), which a checkpoint must have covered."""
+        with self._lock:
+            self._sync()
+            latest = self.tlog.checkpoint(self._next_seq)[0]
+            size = latest if size is None else size
+            _within(size, latest, "size")
+            if not 0 <= seq < size:
+                raise NotFound(f"seq {seq} is not in the tree of size {size}")
+            leaf, proof = self.tlog.inclusion(seq, size)
+        return InclusionView(
+            seq=seq, size=size, leaf_hash=leaf.hex(), hashes=[h.hex() for h in proof]
+        )
+
+    def consistency(self, old: int, new: int) -> ConsistencyView:
+        """The consistency proof between trees of sizes `old` and `new` (1 <= old <= new)."""
+        with self._lock:
+            self._sync()
+            latest = self.tlog.checkpoint(self._next_seq)[0]
+            _within(new, latest, "to")
+            if not 1 <= old <= new:
+                raise BadRequest(f"from {old} and to {new}: a proof needs 1 <= from <= to")
+            proof = self.tlog.consistency(old, new)
+        return ConsistencyView.model_validate(
+            {"from": old, "to": new, "hashes": [h.hex() for h in proof]}
+        )
 
     def _entries(self, start: int, limit: int) -> list[events.EntryRecorded]:
         found = self.events.get(LOG_ID, gt=start - 1, lte=start + limit - 1)
@@ -535,6 +617,11 @@ class Ledger(Application[UUID]):
         envelope = parse_json(entry.envelope.encode())
         event = parse_json(b64decode_strict(envelope["payload"], "payload"))
         return HistoryEntry(seq=seq, recorded_at=entry.recorded_at, envelope=envelope, event=event)
+
+
+def _within(size: int, latest: int, name: str) -> None:
+    if size > latest:
+        raise NotFound(f"{name} {size} is past the latest checkpoint (tree size {latest})")
 
 
 class _Recheck(Exception):

@@ -4,6 +4,11 @@ A second table, `ledger_signatures`, indexes every accepted envelope by the key 
 signed it and its `at`, so that revoking a compromised key finds what that key signed since
 without reading the log (`signed_after`).
 
+Two more tables hold the transparency log of PROTOCOL.md section 8: `ledger_tree`, the stored
+hashes of the RFC 6962 tree (`ledger.merkle`, one row per stored-hash index), and
+`ledger_checkpoints`, every checkpoint signed, by tree size. Both are written in the
+transaction that accepts the entries they cover.
+
 An event id names one event forever (PROTOCOL.md section 5, "repeat"). Each accepted
 envelope writes a row `(event_id, seq, digest)` in the same transaction as its stored events:
 `Application.save(..., event_ids=[...])` hands the rows to `_insert_events`, which the library
@@ -32,6 +37,11 @@ _SELECT_IDS = "SELECT event_id, seq, digest FROM ledger_event_ids WHERE event_id
 SignatureRow = tuple[str, int, int]  # key id, the signed event's `at` (µs since 1970), seq
 _INSERT_SIGNATURE = "INSERT OR IGNORE INTO ledger_signatures VALUES (?,?,?)"
 _SELECT_SIGNED = "SELECT seq FROM ledger_signatures WHERE keyid=? AND at>? ORDER BY seq"
+TreeRow = tuple[int, bytes]  # stored-hash index, hash
+CheckpointRow = tuple[int, str]  # tree size, the signed note
+_INSERT_TREE = "INSERT INTO ledger_tree VALUES (?,?)"
+_SELECT_TREE = "SELECT idx, hash FROM ledger_tree WHERE idx IN "
+_INSERT_CHECKPOINT = "INSERT INTO ledger_checkpoints VALUES (?,?)"
 
 
 class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
@@ -43,6 +53,9 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
             "CREATE TABLE IF NOT EXISTS ledger_signatures (keyid TEXT NOT NULL, "
             "at INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (keyid, at, seq)) "
             "WITHOUT ROWID",
+            "CREATE TABLE IF NOT EXISTS ledger_tree (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS ledger_checkpoints (size INTEGER PRIMARY KEY, "
+            "note TEXT NOT NULL)",
         ]
 
     def _insert_events(
@@ -52,6 +65,8 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
         *,
         event_ids: Sequence[EventIdRow] = (),
         signatures: Sequence[SignatureRow] = (),
+        tree: Sequence[TreeRow] = (),
+        checkpoint: CheckpointRow | None = None,
         **kwargs: Any,
     ) -> Sequence[int] | None:
         # One executemany, not the library's execute per row: within the transaction's
@@ -70,6 +85,10 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
             c.executemany(_INSERT_ID, event_ids)
         if signatures:
             c.executemany(_INSERT_SIGNATURE, signatures)
+        if tree:
+            c.executemany(_INSERT_TREE, tree)
+        if checkpoint is not None:
+            c.execute(_INSERT_CHECKPOINT, checkpoint)
         return list(range(last - len(stored_events) + 1, last + 1))
 
     def backfill_event_ids(
@@ -94,6 +113,44 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
         with self.datastore.transaction(commit=False) as c:
             c.execute(_SELECT_IDS + f"({marks})", list(ids))
             return {row["event_id"]: (row["seq"], row["digest"]) for row in c.fetchall()}
+
+    def select_tree(self, indexes: Sequence[int]) -> dict[int, bytes]:
+        """The stored hashes at `indexes` that exist."""
+        if not indexes:
+            return {}
+        marks = ",".join("?" * len(indexes))
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(_SELECT_TREE + f"({marks})", list(indexes))
+            return {row["idx"]: bytes(row["hash"]) for row in c.fetchall()}
+
+    def tree_size_stored(self) -> int:
+        """How many stored hashes the tree table holds (its indexes are dense from 0)."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT COALESCE(MAX(idx) + 1, 0) AS n FROM ledger_tree")
+            return int(c.fetchone()["n"])
+
+    def write_log(self, tree: Sequence[TreeRow], checkpoint: CheckpointRow | None) -> None:
+        """Rows for a store written before the tree existed, or a checkpoint signed on
+        demand (one transaction; a row already there is left as it is)."""
+        with self.datastore.transaction(commit=True) as c:
+            c.executemany("INSERT OR IGNORE INTO ledger_tree VALUES (?,?)", tree)
+            if checkpoint is not None:
+                c.execute("INSERT OR IGNORE INTO ledger_checkpoints VALUES (?,?)", checkpoint)
+
+    def checkpoints(self, after: int = -1, limit: int = 1_000) -> list[CheckpointRow]:
+        """Signed checkpoints of tree sizes above `after`, smallest first."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                "SELECT size, note FROM ledger_checkpoints WHERE size > ? ORDER BY size LIMIT ?",
+                (after, limit),
+            )
+            return [(row["size"], row["note"]) for row in c.fetchall()]
+
+    def latest_checkpoint(self) -> CheckpointRow | None:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT size, note FROM ledger_checkpoints ORDER BY size DESC LIMIT 1")
+            row = c.fetchone()
+            return None if row is None else (row["size"], row["note"])
 
 
 class PostgresLedgerRecorder(PostgresApplicationRecorder):
@@ -128,6 +185,32 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         self._select_event_ids = SQL(
             "SELECT event_id, seq, digest FROM {table} WHERE event_id = ANY(%s)"
         ).format(table=table)
+        tree, checkpoints = (Identifier(datastore.schema, name)
+                             for name in ("ledger_tree", "ledger_checkpoints"))  # fmt: skip
+        self.sql_create_statements += [
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {table} (idx bigint PRIMARY KEY, hash bytea NOT NULL)"
+            ).format(table=tree),
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {table} (size bigint PRIMARY KEY, note text NOT NULL)"
+            ).format(table=checkpoints),
+        ]
+        self._insert_tree = SQL("INSERT INTO {t} VALUES (%s, %s)").format(t=tree)
+        self._backfill_tree = SQL("INSERT INTO {t} VALUES (%s, %s) ON CONFLICT DO NOTHING").format(
+            t=tree
+        )
+        self._select_tree = SQL("SELECT idx, hash FROM {t} WHERE idx = ANY(%s)").format(t=tree)
+        self._count_tree = SQL("SELECT COALESCE(MAX(idx) + 1, 0) AS n FROM {t}").format(t=tree)
+        self._insert_checkpoint = SQL("INSERT INTO {t} VALUES (%s, %s)").format(t=checkpoints)
+        self._backfill_checkpoint = SQL(
+            "INSERT INTO {t} VALUES (%s, %s) ON CONFLICT DO NOTHING"
+        ).format(t=checkpoints)
+        self._select_checkpoints = SQL(
+            "SELECT size, note FROM {t} WHERE size > %s ORDER BY size LIMIT %s"
+        ).format(t=checkpoints)
+        self._latest_checkpoint = SQL(
+            "SELECT size, note FROM {t} ORDER BY size DESC LIMIT 1"
+        ).format(t=checkpoints)
 
     def _insert_events(
         self,
@@ -136,6 +219,8 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         *,
         event_ids: Sequence[EventIdRow] = (),
         signatures: Sequence[SignatureRow] = (),
+        tree: Sequence[TreeRow] = (),
+        checkpoint: CheckpointRow | None = None,
         **kwargs: Any,
     ) -> None:
         super()._insert_events(curs, stored_events, **kwargs)
@@ -146,6 +231,10 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
             curs.executemany(self._insert_event_ids, event_ids)
         if signatures:
             curs.executemany(self._insert_signature, signatures)
+        if tree:
+            curs.executemany(self._insert_tree, tree)
+        if checkpoint is not None:
+            curs.execute(self._insert_checkpoint, checkpoint)
 
     def backfill_event_ids(
         self, rows: Sequence[EventIdRow], signatures: Sequence[SignatureRow] = ()
@@ -166,3 +255,36 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(self._select_event_ids, (list(ids),))
             return {row["event_id"]: (row["seq"], row["digest"]) for row in curs.fetchall()}
+
+    def select_tree(self, indexes: Sequence[int]) -> dict[int, bytes]:
+        if not indexes:
+            return {}
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._select_tree, (list(indexes),))
+            return {row["idx"]: bytes(row["hash"]) for row in curs.fetchall()}
+
+    def tree_size_stored(self) -> int:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._count_tree)
+            row = curs.fetchone()
+            assert row is not None
+            return int(row["n"])
+
+    def write_log(self, tree: Sequence[TreeRow], checkpoint: CheckpointRow | None) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            self._lock_table(curs)  # the writers' lock order (see _insert_events)
+            if tree:
+                curs.executemany(self._backfill_tree, tree)
+            if checkpoint is not None:
+                curs.execute(self._backfill_checkpoint, checkpoint)
+
+    def checkpoints(self, after: int = -1, limit: int = 1_000) -> list[CheckpointRow]:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._select_checkpoints, (after, limit))
+            return [(row["size"], row["note"]) for row in curs.fetchall()]
+
+    def latest_checkpoint(self) -> CheckpointRow | None:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._latest_checkpoint)
+            row = curs.fetchone()
+            return None if row is None else (row["size"], row["note"])

@@ -61,6 +61,7 @@ class UnitOfWork:
         self.signed: list[tuple[str, int, int]] = []  # key id, `at` in µs, seq: accepted here
         self._signed_after = signed_after
         self.changes: list[events.BatchSnapshot] = []
+        self.tree: list[tuple[int, bytes]] = []  # the log's stored hashes, made when saved
         self.counters = Overlay(counters if counters is not None else Counters())
 
     # -- reads ----------------------------------------------------------------------------------

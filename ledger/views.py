@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from ledger.batch import AT_A_SITE, Batch
 from ledger.projections import Tally
@@ -53,6 +53,23 @@ class LogEntry(View):
 
 class LogEntries(View):
     entries: list[LogEntry]
+
+
+class InclusionView(View):
+    """`GET /v1/log/inclusion`: RFC 9162 inclusion proof of leaf `seq` in the tree of `size`."""
+
+    seq: int
+    size: int
+    leaf_hash: str
+    hashes: list[str]
+
+
+class ConsistencyView(View):
+    """`GET /v1/log/consistency`: RFC 9162 consistency proof between two tree sizes."""
+
+    from_: int = Field(alias="from")  # built with model_validate({"from": ...})
+    to: int
+    hashes: list[str]
 
 
 class BatchView(View):

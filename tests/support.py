@@ -104,6 +104,7 @@ def new_ledger(store: str, clock: Clock) -> Ledger:
     """An initialised, empty ledger whose trust root is the `bis` test key."""
     ledger = Ledger(store, clock=clock)
     ledger.initialise(ORIGIN, signer("bis").public_key_b64, Signer(LOG_SEED).public_key)
+    ledger.use_log_key(Signer(LOG_SEED))
     return ledger
 
 

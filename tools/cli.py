@@ -111,7 +111,7 @@ def serve(
     from ledger.application import Ledger
 
     ledger = Ledger(store)
-    ledger.check_log_key(read_signer(log_key))
+    ledger.use_log_key(read_signer(log_key))  # refuses a key that is not the ledger's
     sock = socket.create_server((host, port))
     # Accepted connections inherit this: without it Nagle's algorithm meets the client's
     # delayed ACK and every response waits ~40 ms (asyncio only sets it for IPPROTO_TCP).

@@ -133,6 +133,7 @@ def load_demo(store: str, directory: Path) -> str:
     if not log_key.exists():
         write_secret(log_key, log_signer)
     ledger.initialise(ORIGIN, keys["bis"].public_key_b64, log_signer.public_key)
+    ledger.use_log_key(log_signer)
     demo = Demo(ledger, keys)
     _registry(demo)
     _licenses(demo)
