@@ -18,6 +18,7 @@ from ledger.canonical import canonical, parse_json
 from ledger.crypto import Signer
 from ledger.errors import Conflict, LedgerError, NotFound
 from ledger.signing import envelope, read_public_key, read_signer, write_key_pair, write_secret
+from tools import audit_cli, bundle_cli
 
 DEFAULT_STORE = "./var/chipledger.db"
 DEFAULT_LOG_KEY = Path("./var/log.key")
@@ -213,6 +214,10 @@ def bench(
 
 class Refused(LedgerError):
     """The ledger refused an envelope sent by `submit`."""
+
+
+bundle_cli.register(app)  # export-bundle, verify
+audit_cli.register(app)  # audit
 
 
 def _read(path: Path) -> bytes:
