@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from api import errors
 from api.openapi import BATCH_BODY, ENVELOPE_BODY
 from ledger.application import MAX_BATCH_BYTES, MAX_ENVELOPE_BYTES, Ledger
+from ledger.bundles import Bundle
 from ledger.errors import TooLarge
 from ledger.views import (
     AllocationView,
@@ -68,6 +69,7 @@ def create_app(ledger: Ledger, open_reads: bool = False) -> FastAPI:
     app.include_router(_log_router(ledger))
     app.include_router(_custody_router(ledger))
     app.include_router(_rules_router(ledger))
+    app.include_router(_bundles_router(ledger))
     if open_reads:
 
         @app.middleware("http")
@@ -208,5 +210,16 @@ def _rules_router(ledger: Ledger) -> APIRouter:
     @router.get("/policies/current")
     def get_current_policy(as_of: AsOfParam = None) -> dict[str, Any]:
         return ledger.current_policy(ledger.as_of(as_of))
+
+    return router
+
+
+def _bundles_router(ledger: Ledger) -> APIRouter:
+    router = APIRouter(prefix="/v1/bundles", tags=["bundles"])
+
+    @router.get("/batches/{batch_id}", response_model=Bundle)
+    def get_batch_bundle(batch_id: str) -> Bundle:
+        """The evidence bundle of PROTOCOL.md section 9 (`chipledger verify` checks it)."""
+        return ledger.bundle(batch_id)
 
     return router

@@ -30,6 +30,7 @@ from ledger.aggregates import LEDGER_ID, LOG_ID, LedgerInfo, License, stream_id
 from ledger.ahead import ahead
 from ledger.asof import AsOf
 from ledger.batch import Batch
+from ledger.bundles import Bundle, Source, make_bundle
 from ledger.canonical import b64decode_strict, parse_json
 from ledger.crypto import Signer, decode_public_key
 from ledger.envelopes import Decoded, decode
@@ -617,6 +618,31 @@ class Ledger(Application[UUID]):
         envelope = parse_json(entry.envelope.encode())
         event = parse_json(b64decode_strict(envelope["payload"], "payload"))
         return HistoryEntry(seq=seq, recorded_at=entry.recorded_at, envelope=envelope, event=event)
+
+    # -- evidence bundles (PROTOCOL.md section 9) ---------------------------------------------
+
+    def bundle(self, batch_id: str) -> Bundle:
+        """The evidence bundle of a batch's lineage at the latest checkpoint, its head
+        statements and manifest signed by the log key (which the ledger must hold)."""
+        with self._lock:
+            self._sync()
+            self._batch(batch_id, None)  # an unknown batch is a 404 before anything else
+            if self._log_signer is None:
+                raise NotFound(
+                    "no evidence bundle can be made: this ledger holds no log key to sign "
+                    "head statements; serve it with --log-key"
+                )
+            size, note = self.tlog.checkpoint(self._next_seq)
+            source = Source(
+                origin=self.info.origin,
+                size=size,
+                checkpoint=note,
+                signer=self._log_signer,
+                stream=lambda kind, name: self.events.get(stream_id(kind, name)),
+                entry=self._stored_entry,
+                proof=lambda seq: self.tlog.inclusion(seq, size)[1],
+            )
+            return make_bundle(source, batch_id)
 
 
 def _within(size: int, latest: int, name: str) -> None:

@@ -1,7 +1,9 @@
-"""Generate `schemas/`: the JSON Schema of the envelope and of each published event type.
+"""Generate `schemas/`: the JSON Schema of the envelope, of each published event type, and of
+the evidence bundle (PROTOCOL.md section 9).
 
-The files are generated from the models in `ledger.wire`; a test regenerates them and fails
-when the committed files drift (run `make schemas` after changing a model).
+The files are generated from the models in `ledger.wire` and `ledger.bundles`; a test
+regenerates them and fails when the committed files drift (run `make schemas` after changing
+a model).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from ledger.bundles import Bundle
 from ledger.wire import EVENT_TYPES, Envelope, type_name
 
 BASE_URI = "https://chipledger.local/schemas/"
@@ -41,11 +44,12 @@ def schema_of(model: type[BaseModel], name: str) -> dict[str, Any]:
 
 
 def all_schemas() -> dict[str, dict[str, Any]]:
-    """File name -> schema, for the envelope and every event type."""
+    """File name -> schema, for the envelope, every event type and the bundle."""
     out = {"envelope.schema.json": schema_of(Envelope, "envelope.schema.json")}
     for model in EVENT_TYPES:
         name = f"{type_name(model)}.schema.json"
         out[name] = schema_of(model, name)
+    out["bundle.schema.json"] = schema_of(Bundle, "bundle.schema.json")
     return out
 
 
