@@ -173,10 +173,12 @@ class Deliver(BatchCommand[wire.BatchDelivered]):
 
     def authorize_on(self, event: wire.BatchDelivered, batch: Batch, unit: UnitOfWork) -> None:
         # Out of transit there is no consignee: the holder asking gets the status's 409.
-        expected = batch.to if batch.status == "in_transit" and batch.to else batch.holder
+        in_transit = batch.status == "in_transit" and batch.to
+        expected = batch.to if in_transit else batch.holder
         if event.actor != expected:
+            who = "the consignee" if in_transit else f"the holder of a batch {batch.status},"
             raise NotAuthorized(
-                f"only the consignee {expected!r} may acknowledge delivery of "
+                f"only {who} {expected!r} may acknowledge delivery of "
                 f"{batch.batch_id!r}, not {event.actor!r}"
             )
 
