@@ -108,7 +108,7 @@ class Ledger(Application[UUID]):
         self._log_signer: Signer | None = None
         self._log: Log | None = None
         self.projections = Projections()
-        self._refresh()
+        self._refresh(opening=True)
 
     # -- setting up ---------------------------------------------------------------------------
 
@@ -168,7 +168,7 @@ class Ledger(Application[UUID]):
         if self.size() != self._next_seq:
             self._refresh()
 
-    def _refresh(self) -> None:
+    def _refresh(self, opening: bool = False) -> None:
         """Read what other writers may have changed: the ledger, the log head, the genesis."""
         self._repository = self.construct_repository()  # a fresh aggregate cache
         try:
@@ -180,7 +180,7 @@ class Ledger(Application[UUID]):
         self._genesis = first[0].actor if first else None
         self._log = None  # its cached right edge may be stale
         self._backfill_event_ids()
-        self._backfill_tree()
+        self._backfill_tree(exact=opening)
         catch_up(self, self.projections)
 
     def _backfill_event_ids(self) -> None:
@@ -203,12 +203,14 @@ class Ledger(Application[UUID]):
                 for e in self._entries(start, PAGE)
             ])  # fmt: skip
 
-    def _backfill_tree(self) -> None:
-        """Give a store written before the tree existed its stored hashes, from its log."""
+    def _backfill_tree(self, exact: bool = False) -> None:
+        """Give a store written before the tree existed, or one that lost rows of it, its
+        stored hashes, from its log. Opening counts the rows (`exact`: gaps are found);
+        later refreshes only read the highest index."""
         size = self._next_seq
         recorder = self.recorder
         assert isinstance(recorder, SQLiteLedgerRecorder | PostgresLedgerRecorder)
-        if recorder.tree_size_stored() >= merkle.stored_hash_count(size):
+        if recorder.tree_size_stored(exact) >= merkle.stored_hash_count(size):
             return
         log = self.tlog
         for start in range(0, size, PAGE):
@@ -407,6 +409,8 @@ class Ledger(Application[UUID]):
     def log_entries(self, start: int = 0, limit: int = 100) -> LogEntries:
         if start < 0 or not 1 <= limit <= 1000:
             raise InvalidEvent("start must be >= 0 and limit between 1 and 1000")
+        if start >= self.size():
+            return LogEntries(entries=[])  # and no query past SQLite's integers
         entries = [
             LogEntry(seq=e.seq, envelope=parse_json(e.envelope.encode()))
             for e in self._entries(start, limit)

@@ -89,6 +89,9 @@ def _postgres_env(url: str) -> dict[str, str]:
         "POSTGRES_PORT": str(parts.port or 5432),
         "POSTGRES_USER": unquote(parts.username or "postgres"),
         "POSTGRES_PASSWORD": unquote(parts.password or ""),
+        # The library's insert function would bypass the recorder's `_insert_events`, and with
+        # it the event ids, the tree and the checkpoints written in the same transaction.
+        "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
     }
     if "schema" in query:
         env["POSTGRES_SCHEMA"] = query["schema"]

@@ -27,7 +27,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from psycopg import Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composed, Identifier
 
 EventIdRow = tuple[str, int, str]  # event id, the seq that accepted it, its payload digest
 EVENT_IDS_TABLE = "ledger_event_ids"
@@ -42,6 +42,9 @@ CheckpointRow = tuple[int, str]  # tree size, the signed note
 _INSERT_TREE = "INSERT INTO ledger_tree VALUES (?,?)"
 _SELECT_TREE = "SELECT idx, hash FROM ledger_tree WHERE idx IN "
 _INSERT_CHECKPOINT = "INSERT INTO ledger_checkpoints VALUES (?,?)"
+StoredKey = tuple[str, int]  # originator id (32 lowercase hex), version
+StoredRow = tuple[str, int, str, bytes]  # originator id, version, topic, state
+_AFTER_KEY = "WHERE (originator_id, originator_version) > (?, ?) "
 
 
 class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
@@ -123,10 +126,12 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
             c.execute(_SELECT_TREE + f"({marks})", list(indexes))
             return {row["idx"]: bytes(row["hash"]) for row in c.fetchall()}
 
-    def tree_size_stored(self) -> int:
-        """How many stored hashes the tree table holds (its indexes are dense from 0)."""
+    def tree_size_stored(self, exact: bool = False) -> int:
+        """How many stored hashes the tree table holds: its highest index + 1, which a table
+        with gaps overstates, or (`exact`) its rows counted one by one."""
+        count = "COUNT(*)" if exact else "COALESCE(MAX(idx) + 1, 0)"
         with self.datastore.transaction(commit=False) as c:
-            c.execute("SELECT COALESCE(MAX(idx) + 1, 0) AS n FROM ledger_tree")
+            c.execute(f"SELECT {count} AS n FROM ledger_tree")  # noqa: S608 (no input)
             return int(c.fetchone()["n"])
 
     def write_log(self, tree: Sequence[TreeRow], checkpoint: CheckpointRow | None) -> None:
@@ -151,6 +156,50 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
             c.execute("SELECT size, note FROM ledger_checkpoints ORDER BY size DESC LIMIT 1")
             row = c.fetchone()
             return None if row is None else (row["size"], row["note"])
+
+    # -- reads for `ledger.audit`, page by page in key order; they change nothing ------------
+
+    def stored_events_after(self, after: StoredKey | None, limit: int) -> list[StoredRow]:
+        """Stored events ordered by (originator id, version), from after `after`."""
+        where, params = ("", []) if after is None else (_AFTER_KEY, [after[0], after[1]])
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                "SELECT originator_id, originator_version, topic, state FROM "  # noqa: S608
+                f"{self.events_table_name} {where}ORDER BY originator_id, originator_version "
+                "LIMIT ?",  # the table's name is the recorder's own, `where` one of two texts
+                [*params, limit],
+            )
+            return [(str(r[0]), r[1], r[2], bytes(r[3])) for r in c.fetchall()]
+
+    def tree_rows(self, start: int, limit: int) -> list[TreeRow]:
+        """Stored hashes of the tree from index `start` on, by index."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                "SELECT idx, hash FROM ledger_tree WHERE idx >= ? ORDER BY idx LIMIT ?",
+                (start, limit),
+            )
+            return [(row[0], bytes(row[1])) for row in c.fetchall()]
+
+    def event_id_rows(self, after: str, limit: int) -> list[EventIdRow]:
+        """Rows of the event-id table, by event id, from after `after`."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                "SELECT event_id, seq, digest FROM ledger_event_ids WHERE event_id > ? "
+                "ORDER BY event_id LIMIT ?",
+                (after, limit),
+            )
+            return [(row[0], row[1], row[2]) for row in c.fetchall()]
+
+    def signature_rows(self, after: SignatureRow | None, limit: int) -> list[SignatureRow]:
+        """Rows of the signatures index, by (key id, at, seq), from after `after`."""
+        where = "" if after is None else "WHERE (keyid, at, seq) > (?, ?, ?) "
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT keyid, at, seq FROM ledger_signatures {where}"  # noqa: S608
+                "ORDER BY keyid, at, seq LIMIT ?",  # `where` is one of two texts
+                [*(after or ()), limit],
+            )
+            return [(row[0], row[1], row[2]) for row in c.fetchall()]
 
 
 class PostgresLedgerRecorder(PostgresApplicationRecorder):
@@ -201,6 +250,7 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         )
         self._select_tree = SQL("SELECT idx, hash FROM {t} WHERE idx = ANY(%s)").format(t=tree)
         self._count_tree = SQL("SELECT COALESCE(MAX(idx) + 1, 0) AS n FROM {t}").format(t=tree)
+        self._count_tree_rows = SQL("SELECT COUNT(*) AS n FROM {t}").format(t=tree)
         self._insert_checkpoint = SQL("INSERT INTO {t} VALUES (%s, %s)").format(t=checkpoints)
         self._backfill_checkpoint = SQL(
             "INSERT INTO {t} VALUES (%s, %s) ON CONFLICT DO NOTHING"
@@ -263,9 +313,9 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
             curs.execute(self._select_tree, (list(indexes),))
             return {row["idx"]: bytes(row["hash"]) for row in curs.fetchall()}
 
-    def tree_size_stored(self) -> int:
+    def tree_size_stored(self, exact: bool = False) -> int:
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute(self._count_tree)
+            curs.execute(self._count_tree_rows if exact else self._count_tree)
             row = curs.fetchone()
             assert row is not None
             return int(row["n"])
@@ -288,3 +338,48 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
             curs.execute(self._latest_checkpoint)
             row = curs.fetchone()
             return None if row is None else (row["size"], row["note"])
+
+    # -- reads for `ledger.audit`, page by page in key order; they change nothing ------------
+
+    def _page(self, query: Composed, params: Sequence[Any]) -> list[DictRow]:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(query, params)
+            return curs.fetchall()
+
+    def stored_events_after(self, after: StoredKey | None, limit: int) -> list[StoredRow]:
+        """Stored events ordered by (originator id, version), from after `after`; a uuid
+        orders as its hex text does."""
+        events = Identifier(self.datastore.schema, self.events_table_name)
+        where = SQL("WHERE (originator_id, originator_version) > (%s, %s) " if after else "")
+        query = SQL(
+            "SELECT originator_id, originator_version, topic, state FROM {t} {where}"
+            "ORDER BY originator_id, originator_version LIMIT %s"
+        ).format(t=events, where=where)
+        params = [] if after is None else [UUID(after[0]), after[1]]
+        rows = self._page(query, [*params, limit])
+        return [
+            (UUID(str(r["originator_id"])).hex, r["originator_version"], r["topic"],
+             bytes(r["state"]))
+            for r in rows
+        ]  # fmt: skip
+
+    def tree_rows(self, start: int, limit: int) -> list[TreeRow]:
+        tree = Identifier(self.datastore.schema, "ledger_tree")
+        query = SQL("SELECT idx, hash FROM {t} WHERE idx >= %s ORDER BY idx LIMIT %s")
+        rows = self._page(query.format(t=tree), (start, limit))
+        return [(row["idx"], bytes(row["hash"])) for row in rows]
+
+    def event_id_rows(self, after: str, limit: int) -> list[EventIdRow]:
+        ids = Identifier(self.datastore.schema, EVENT_IDS_TABLE)
+        query = SQL(
+            "SELECT event_id, seq, digest FROM {t} WHERE event_id > %s ORDER BY event_id LIMIT %s"
+        )
+        rows = self._page(query.format(t=ids), (after, limit))
+        return [(row["event_id"], row["seq"], row["digest"]) for row in rows]
+
+    def signature_rows(self, after: SignatureRow | None, limit: int) -> list[SignatureRow]:
+        signed = Identifier(self.datastore.schema, "ledger_signatures")
+        where = SQL("WHERE (keyid, at, seq) > (%s, %s, %s) " if after else "")
+        query = SQL("SELECT keyid, at, seq FROM {t} {where}ORDER BY keyid, at, seq LIMIT %s")
+        rows = self._page(query.format(t=signed, where=where), [*(after or ()), limit])
+        return [(row["keyid"], row["at"], row["seq"]) for row in rows]

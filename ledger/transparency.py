@@ -26,6 +26,11 @@ from ledger.recorders import CheckpointRow, PostgresLedgerRecorder, SQLiteLedger
 Recorder = SQLiteLedgerRecorder | PostgresLedgerRecorder
 
 
+class TreeDamaged(RuntimeError):
+    """A stored hash the tree needs is not in the store: a server fault (500), not the
+    client's; opening the ledger again rebuilds the tree from the log."""
+
+
 def right_edge(size: int) -> list[int]:
     """The stored-hash indexes of the complete subtrees that make up a tree of `size` leaves:
     all that appending to it, or its root, needs."""
@@ -80,7 +85,10 @@ class Log:
             found.update(self.recorder.select_tree(missing))
         lost = [index for index in indexes if index not in found]
         if lost:
-            raise NotFound(f"the log's tree lacks stored hashes {lost[:5]}; run `chipledger audit`")
+            raise TreeDamaged(
+                f"the log's tree lacks stored hashes {lost[:5]}: the store was damaged; "
+                "reopening the ledger rebuilds them from the log, `chipledger audit` checks it"
+            )
         return [found[index] for index in indexes]
 
     # -- reads ----------------------------------------------------------------------------------

@@ -230,3 +230,61 @@ def test_no_checkpoint_without_a_key_and_no_entries_is_a_404(store: str, clock: 
 def test_the_api_serves_what_the_ledger_signs(populated: Ledger) -> None:
     client = TestClient(create_app(populated))
     assert client.get("/v1/log/checkpoint").text == populated.checkpoint()
+
+
+@pytest.mark.parametrize("lost", ["idx < 10", "idx = 14", "idx >= 0"])
+def test_a_tree_that_lost_rows_is_rebuilt_from_the_log_when_the_ledger_opens(
+    store: str, clock: Clock, world: World, lost: str
+) -> None:
+    ledger = new_ledger(store, clock)
+    populate(ledger, world)
+    for i in range(12):
+        ledger.submit(world.party(f"p-{i}", ["buyer"]))
+    with sqlite3.connect(store) as db:
+        db.execute(f"DELETE FROM ledger_tree WHERE {lost}")  # noqa: S608 (the test's own text)
+    ledger.submit(world.party("after", ["buyer"]))  # writes its rows on the cached edge
+    ledger.close()
+    reopened = Ledger(store, clock=clock)
+    data = leaves(reopened)
+    root = tlog.root_of(data)
+    for seq in range(len(data)):
+        proof = [bytes.fromhex(h) for h in reopened.inclusion(seq, len(data)).hashes]
+        assert tlog.verify_inclusion(tlog.leaf_hash(data[seq]), seq, len(data), proof, root)
+    reopened.use_log_key(Signer(LOG_SEED))
+    reopened.submit(world.party("later", ["buyer"]))
+    assert opened(reopened.checkpoint()).root == tlog.root_of(leaves(reopened))
+    reopened.close()
+
+
+def test_a_missing_stored_hash_while_serving_is_a_server_fault_not_a_404(
+    store: str, clock: Clock, world: World
+) -> None:
+    ledger = new_ledger(store, clock)
+    populate(ledger, world)
+    with sqlite3.connect(store) as db:
+        db.execute("DELETE FROM ledger_tree WHERE idx = 0")
+    client = TestClient(create_app(ledger), raise_server_exceptions=False)
+    response = client.get("/v1/log/inclusion", params={"seq": 0})
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal"
+
+
+def test_entries_far_past_the_end_are_none(client: TestClient) -> None:
+    for start in (8, 2**63 - 2, 2**63):
+        response = client.get("/v1/log/entries", params={"start": start})
+        assert response.status_code == 200, response.text
+        assert response.json() == {"entries": []}
+
+
+def test_postgres_writes_the_tree_even_when_the_environment_asks_for_db_functions(
+    pg_store: str, clock: Clock, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POSTGRES_ENABLE_DB_FUNCTIONS", "y")
+    ledger = new_ledger(pg_store, clock)
+    populate(ledger, world)
+    data = leaves(ledger)
+    proof = [bytes.fromhex(h) for h in ledger.inclusion(2).hashes]
+    root = opened(ledger.checkpoint()).root
+    assert tlog.verify_inclusion(tlog.leaf_hash(data[2]), 2, len(data), proof, root)
+    assert [size for size, _ in ledger.checkpoints()] == list(range(1, len(data) + 1))
+    ledger.close()
