@@ -36,6 +36,7 @@ from nacl.signing import SigningKey, VerifyKey
 from ledger import acceptance
 from ledger.ahead import usable_cores
 from ledger.application import Ledger
+from ledger.audit import audit
 from ledger.canonical import b64decode_strict, canonical
 from ledger.crypto import PAYLOAD_TYPE, Signer, key_id, pae
 from ledger.errors import BadRequest, InvalidEvent, LedgerError
@@ -52,6 +53,7 @@ BATCHED_TARGET = 0.4  # batched ingest / verify rate, at least
 GROWTH_TARGET = 1.2  # allocation cost at the large ledger / at the small one, at most
 RULES_TARGET = 1.3  # per-event ingest cost, all rules on, at the large ledger / the small one
 PROOF_TARGET = 3.0  # a log proof's cost at 1,000,000 leaves / at 1,000
+AUDIT_TARGET = 0.8  # audit rate / (single-core verify rate x cores used), at least
 Envelope = dict[str, Any]
 Progress = Callable[[str], None]
 
@@ -100,6 +102,11 @@ class BenchReport:
     rules_large_s: float = 0.0
     rules_share: float = 0.0  # the judge step's share of that ingest time
     proofs: ProofCosts | None = None
+    audit_per_s: float = 0.0  # entries audited per second, everything included
+    audit_bare_per_s: float = 0.0  # the same without the rebuild and its comparisons
+    audit_cores: int = 1  # processes busy: the workers and this one
+    verify_audit_per_s: float = 0.0
+    audit_entries: int = 0
 
     @property
     def rules_growth(self) -> float:
@@ -124,7 +131,13 @@ class BenchReport:
             and self.allocation_growth <= GROWTH_TARGET
             and self.rules_growth <= RULES_TARGET
             and all(growth <= PROOF_TARGET for growth in self.proof_growth)
+            and (not self.audit_entries or self.audit_ratio >= AUDIT_TARGET)
         )
+
+    @property
+    def audit_ratio(self) -> float:
+        """Audit rate / (verify rate x cores): 1.0 would be every core verifying all along."""
+        return self.audit_per_s / (self.verify_audit_per_s * self.audit_cores)
 
     @property
     def proof_growth(self) -> tuple[float, ...]:
@@ -160,6 +173,22 @@ class BenchReport:
             Row("  the rules' share of that ingest time", f"{self.rules_share:.1%}", "", "",
                 None),
             *self._proof_rows(),
+            *self._audit_rows(),
+        ]  # fmt: skip
+
+    def _audit_rows(self) -> list[Row]:
+        if not self.audit_entries:
+            return []
+        per_core = self.verify_audit_per_s * self.audit_cores
+        bare = self.audit_bare_per_s / per_core
+        return [
+            Row("PyNaCl Ed25519 verify, one core, meanwhile",
+                f"{self.verify_audit_per_s:,.0f} /s", "1.00", "", None),
+            Row(f"audit {self.audit_entries:,} entries, {self.audit_cores} cores",
+                f"{self.audit_per_s:,.0f} /s", f"{self.audit_ratio:.3f}",
+                f">= {AUDIT_TARGET} x cores", self.audit_ratio >= AUDIT_TARGET),
+            Row("  the same without the rebuild", f"{self.audit_bare_per_s:,.0f} /s",
+                f"{bare:.3f}", "", None),
         ]  # fmt: skip
 
     def _proof_rows(self) -> list[Row]:
@@ -206,6 +235,10 @@ class BenchReport:
                "proved through ledger.transparency.Log (the code of GET /v1/log/inclusion and "
                "/consistency); the median of 7 rounds of 300 random proofs"]
               if self.proofs else []),
+            *(["audit: `ledger.audit.audit` on the batched ingest's store (its entries, tree and "
+               "checkpoints), the best of 3 runs; its ratio is to the verify rate times the "
+               "processes it keeps busy (phase-1 workers beside the rebuilding one, at most the "
+               "cores usable)"] if self.audit_entries else []),
         ]  # fmt: skip
         return "\n".join([*lines, "", *notes, *([self.profile] if self.profile else [])])
 
@@ -363,6 +396,10 @@ class Stores:
     def close(self) -> None:
         for ledger in self._opened:
             ledger.close()
+
+    def opened(self, name: str) -> str:
+        """The store of the ledger opened as `name`."""
+        return self._new_store(name)
 
 
 @contextmanager
@@ -650,6 +687,8 @@ def run(
     envelopes = custody_envelopes(world, count)
     with _out_of_gc(), fresh_stores(store, world) as stores:
         verify_one, one, verify_batched, batched = _ingest(stores, world, envelopes, progress)
+        progress("auditing the batched ledger, with and without its rebuild")
+        audited = audit_rates(stores.opened("batched"), envelopes, world)
         profiled = None
         if profile:
             progress("profiling batched ingest")
@@ -672,7 +711,31 @@ def run(
         allocation_large_s=costs[1], profile=profiled, cores=usable_cores(),
         small_events=events[0], large_events=events[1],
         rules_small_s=rules[0], rules_large_s=rules[1], rules_share=rules[2], proofs=proofs,
+        audit_per_s=audited[0], audit_bare_per_s=audited[1], audit_cores=audited[2],
+        verify_audit_per_s=audited[3], audit_entries=audited[4],
     )  # fmt: skip
+
+
+def audit_rates(
+    store: str, envelopes: list[Envelope], world: World, rounds: int = 3
+) -> tuple[float, float, int, float, int]:
+    """Entries audited per second with the rebuild and without (the best of `rounds` each),
+    the processes busy, the single-core verify rate measured between the runs, the entries."""
+    verifier = Verifier(envelopes[:2000], world)
+    full, bare, verifies = [], [], []
+    cores = entries = 1
+    for _ in range(rounds):
+        verifier.verify(4000)
+        verifies.append(verifier.rate())
+        report = audit(store)
+        if not report.ok:
+            raise BenchFailed(f"the audit of the bench's own ledger failed: {report.problems[:3]}")
+        full.append(report.rate)
+        bare.append(audit(store, rebuild=False).rate)
+        cores, entries = report.workers + 1 if report.workers else 1, report.entries
+    verifier.verify(4000)
+    verifies.append(verifier.rate())
+    return max(full), max(bare), min(cores, usable_cores()), statistics.median(verifies), entries
 
 
 def _ingest(
