@@ -52,7 +52,7 @@ from ledger.recorders import PostgresLedgerRecorder, SQLiteLedgerRecorder
 from ledger.replay import PAGE, batch_as_of, catch_up
 from ledger.rules import Clocked, judge_now
 from ledger.transparency import Log
-from ledger.unit import UnitOfWork
+from ledger.unit import UnitOfWork, micros
 from ledger.views import (
     AllocationView,
     Authority,
@@ -190,18 +190,23 @@ class Ledger(Application[UUID]):
         theirs has them all. Otherwise every entry's id is added once, in pages."""
         if self._next_seq == 0:
             return
+        recorder = self.recorder
+        assert isinstance(recorder, SQLiteLedgerRecorder | PostgresLedgerRecorder)
         ends = [*self._entries(0, 1), *self._entries(self._next_seq - 1, 1)]
         if len(self._select_event_ids([e.event_id for e in ends])) == len(
             {e.event_id for e in ends}
+        ) and all(
+            ends[0].seq in recorder.signed_after(kid, micros(at) - 1)
+            for kid, at in _signed(ends[0].envelope)
         ):
             return
-        recorder = self.recorder
-        assert isinstance(recorder, SQLiteLedgerRecorder | PostgresLedgerRecorder)
         for start in range(0, self._next_seq, PAGE):
-            recorder.backfill_event_ids([
-                (e.event_id, e.seq, hashlib.sha256(_payload(e.envelope)).hexdigest())
-                for e in self._entries(start, PAGE)
-            ])  # fmt: skip
+            found = self._entries(start, PAGE)
+            recorder.backfill_event_ids(
+                [(e.event_id, e.seq, hashlib.sha256(_payload(e.envelope)).hexdigest())
+                 for e in found],
+                [(kid, micros(at), e.seq) for e in found for kid, at in _signed(e.envelope)],
+            )  # fmt: skip
 
     def _backfill_tree(self, exact: bool = False) -> None:
         """Give a store written before the tree existed, or one that lost rows of it, its

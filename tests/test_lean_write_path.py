@@ -198,6 +198,26 @@ def test_a_store_written_before_the_event_ids_table_still_answers_repeats_with_r
     assert (outcome.repeated, outcome.receipt) == (True, receipt)
 
 
+def test_a_store_written_before_the_signatures_index_gets_its_rows_when_opened(
+    store: str, clock: Clock, world: World
+) -> None:
+    ledger = new_ledger(store, clock)
+    populate(ledger, world)
+    size = ledger.size()
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        before = db.execute("SELECT * FROM ledger_signatures ORDER BY seq, keyid").fetchall()
+    ledger.close()
+    with contextlib.closing(sqlite3.connect(store)) as db, db:
+        db.execute("DELETE FROM ledger_signatures")  # what a store of that release holds
+
+    Ledger(store, clock=clock).close()
+
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        after = db.execute("SELECT * FROM ledger_signatures ORDER BY seq, keyid").fetchall()
+    assert len(before) >= size
+    assert after == before
+
+
 # -- optimistic batches ---------------------------------------------------------------------------
 
 
