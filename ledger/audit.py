@@ -48,6 +48,7 @@ from ledger.errors import LedgerError, NotFound
 from ledger.notes import Checkpoint, open_note, parse_checkpoint, parse_verifier_key, verifier_key
 from ledger.persistence import JsonTranscoder, PydanticMapper, store_env
 from ledger.recorders import PostgresLedgerRecorder, SQLiteLedgerRecorder, StoredRow
+from ledger.replay import SetClock
 from ledger.signing import read_signer
 from ledger.unit import UnitOfWork
 from ledger.views import Outcome
@@ -569,14 +570,6 @@ def _collector_paused() -> Iterator[None]:
 # -- 3. the rebuild, and the comparisons -----------------------------------------------------
 
 
-class _Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 class _Refused(Exception):
     """The rebuild refused the `index`th envelope of a commit."""
 
@@ -592,7 +585,7 @@ class _Replay:
     """A fresh in-memory ledger that accepts the stored entries again, in order."""
 
     def __init__(self, info: events.LedgerInitialised) -> None:
-        self.clock = _Clock(info.timestamp)
+        self.clock = SetClock(info.timestamp)
         self.ledger = Ledger(":memory:", clock=self.clock)
         public = parse_verifier_key(info.log_key).public_key
         self.ledger.initialise(info.origin, info.authority_key, public)

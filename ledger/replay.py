@@ -8,6 +8,8 @@ use the aggregates' own appliers, so there is one definition of what an event do
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -100,3 +102,13 @@ def _get(app: Application[UUID], kind: str, name: str | None) -> Any:
         return app.repository.get(stream_id(kind, name))
     except AggregateNotFoundError:
         return None
+
+
+@dataclass
+class SetClock:
+    """A clock set by hand: a replay of stored entries runs at each one's `recorded_at`."""
+
+    now: datetime
+
+    def __call__(self) -> datetime:
+        return self.now

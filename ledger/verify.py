@@ -17,7 +17,6 @@ import hashlib
 import itertools
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -37,6 +36,7 @@ from ledger.notes import (
     parse_head,
     parse_verifier_key,
 )
+from ledger.replay import SetClock
 from ledger.views import BatchView
 from ledger.wire import describe, parse_time
 
@@ -414,14 +414,6 @@ def _head_problem(
     return None
 
 
-@dataclass
-class _Clock:
-    now: datetime
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @dataclass(frozen=True)
 class _Replayed:
     """The lineage as the replay left it (ancestors, the batch, descendants), with the
@@ -441,7 +433,7 @@ def _replay(
     if authority is None:
         out.add("replay", ["not run: the bundle holds no genesis entry (seq 0) to start from"])
         return None
-    clock = _Clock(parse_time(ordered[0].item.recorded_at))
+    clock = SetClock(parse_time(ordered[0].item.recorded_at))
     ledger = Ledger(":memory:", clock=clock)
     try:
         try:
