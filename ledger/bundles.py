@@ -103,7 +103,9 @@ def make_bundle(source: Source, batch_id: str) -> Bundle:
     for batch in lineage:
         found.take("batch", batch, (events.AggregateEvent,))
     seqs = sorted(found.seqs)
-    manifest = manifest_text(source.origin, batch_id, source.size, seqs)
+    entries = [_entry(source, seq) for seq in seqs]
+    listed = [(entry.seq, entry.recorded_at) for entry in entries]
+    manifest = manifest_text(source.origin, batch_id, source.size, listed)
     return Bundle(
         type="bundle",
         version=1,
@@ -112,16 +114,17 @@ def make_bundle(source: Source, batch_id: str) -> Bundle:
         lineage=lineage,
         checkpoint=source.checkpoint,
         manifest=sign_note(manifest, source.origin, source.signer),
-        entries=[_entry(source, seq) for seq in seqs],
+        entries=entries,
         heads=[found.head(batch) for batch in lineage],
     )
 
 
-def manifest_text(origin: str, batch_id: str, size: int, seqs: Sequence[int]) -> str:
+def manifest_text(origin: str, batch_id: str, size: int, entries: Sequence[tuple[int, str]]) -> str:
     """`chipledger-bundle/v1`, the origin, the batch, the checkpoint's tree size, then the
-    entries' seqs, ascending, in decimal, separated by commas: the log's word that these are
-    all the entries the batch's bundle needs at that size."""
-    listed = ",".join(str(seq) for seq in seqs)
+    entries as `<seq>@<recorded_at>`, ascending, separated by commas: the log's word that
+    these are all the entries the batch's bundle needs at that size, and when each was
+    recorded (the envelope signs the `at` its actor claims, nothing signs `recorded_at`)."""
+    listed = ",".join(f"{seq}@{recorded_at}" for seq, recorded_at in entries)
     return f"{MANIFEST_HEADER}\n{origin}\n{batch_id}\n{size}\n{listed}\n"
 
 

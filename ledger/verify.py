@@ -234,7 +234,8 @@ def _manifest(
     bundle: Bundle, entries: list[_Entry], key: VerifierKey, tree: Checkpoint | None, out: _Checks
 ) -> None:
     """4. The manifest, signed by the log key at the checkpoint's size, lists exactly the
-    bundle's seqs: an entry left out is named even when no other check needs it."""
+    bundle's seqs and their `recorded_at`: an entry left out is named even when no other check
+    needs it, and a time changed is named too."""
     try:
         lines = open_note(bundle.manifest, key).split("\n")
     except LedgerError as exc:
@@ -243,15 +244,27 @@ def _manifest(
     if len(lines) != 6 or lines[:3] != [MANIFEST_HEADER, bundle.origin, bundle.batch]:
         out.add("manifest", [f"it is not a manifest of batch {bundle.batch} of {bundle.origin}"])
         return
-    held = {entry.seq for entry in entries}
-    listed = {int(seq) for seq in lines[4].split(",") if seq.isdigit()}
-    failures = [f"it lists seq {seq}, which the bundle omits" for seq in sorted(listed - held)]
+    held = {entry.seq: entry.item.recorded_at for entry in entries}
+    pairs = [item.partition("@") for item in lines[4].split(",")]
+    listed = {int(seq): at for seq, _, at in pairs if seq.isdigit()}
+    failures = [
+        f"it lists seq {seq}, which the bundle omits" for seq in sorted(listed - held.keys())
+    ]
     failures += [
-        f"it does not list seq {seq}, which the bundle holds" for seq in sorted(held - listed)
+        f"it does not list seq {seq}, which the bundle holds"
+        for seq in sorted(held.keys() - listed.keys())
+    ]
+    failures += [
+        f"seq {seq} says it was recorded at {held[seq]}, the log signed {listed[seq]}"
+        for seq in sorted(held.keys() & listed.keys())
+        if held[seq] != listed[seq]
     ]
     if tree is not None and lines[3] != str(tree.size):
         failures.append(f"it is as of tree size {lines[3]}, the checkpoint of size {tree.size}")
-    holds = f"signed by the log key, it lists exactly the bundle's {len(held)} seqs"
+    holds = (
+        f"signed by the log key, it lists exactly the bundle's {len(held)} seqs and when "
+        "each was recorded"
+    )
     out.add("manifest", failures, holds)
 
 
