@@ -49,7 +49,7 @@ from ledger.notes import Checkpoint, open_note, parse_checkpoint, parse_verifier
 from ledger.persistence import JsonTranscoder, PydanticMapper, store_env
 from ledger.recorders import PostgresLedgerRecorder, SQLiteLedgerRecorder, StoredRow
 from ledger.replay import SetClock
-from ledger.signing import read_signer
+from ledger.signing import is_file, read_signer
 from ledger.unit import UnitOfWork
 from ledger.views import Outcome
 from ledger.wire import parse_time
@@ -106,6 +106,7 @@ class AuditReport:
     signatures: int = 0  # verified
     checkpoints: int = 0
     covered: int = 0  # entries covered by a good checkpoint (the ones after it, by none)
+    signed_through: int = 0  # the largest tree size of a stored checkpoint, good or not
     stored_events: int = 0  # compared with the rebuild's
     rebuilt: int | None = None  # the rebuild accepted seqs below this one (None: no rebuild)
     seconds: dict[str, float] = field(default_factory=dict)  # by phase, and "total"
@@ -143,12 +144,17 @@ def audit(
     progress: Progress | None = None,
     workers: int | None = None,
     rebuild: bool = True,
+    allow_uncovered: bool = False,
 ) -> AuditReport:
     """Audit the ledger in `store` (a SQLite path or a postgresql:// URL).
 
     `log_key`: the log's `.key` file, a file holding its verifier key, or that key; without
     it the key the store records is trusted. `workers`: processes for phase 1 (default one
-    per usable core; 0: all here). `rebuild=False` leaves out the rebuild and comparisons."""
+    per usable core; 0: all here). `rebuild=False` leaves out the rebuild and comparisons.
+    Entries no stored checkpoint covers are a problem (the log key vouches for nothing after
+    the last one: entries dropped or rolled back with their checkpoints would look whole)
+    unless `allow_uncovered` (a store a writer without the log key added to); a stored
+    checkpoint that fails is reported as itself."""
     started = time.perf_counter()
     if "://" not in store and not Path(store).is_file():
         raise NotFound(f"there is no ledger store at {store}")
@@ -159,6 +165,14 @@ def audit(
         recorder = factory.application_recorder()
         assert isinstance(recorder, SQLiteLedgerRecorder | PostgresLedgerRecorder)
         report = _Audit(store, recorder, log_key, progress or _quiet, workers, rebuild).run()
+        if report.signed_through < report.entries and not allow_uncovered:
+            report.add(
+                "checkpoint",
+                f"no checkpoint is stored for the entries from seq {report.signed_through} on, "
+                "so the log key vouches for none of them (a ledger holding the key signs one "
+                "when asked; --allow-uncovered accepts them as they are)",
+                seq=report.signed_through,
+            )
     finally:
         factory.close()
     report.seconds["total"] = time.perf_counter() - started
@@ -300,7 +314,7 @@ class _Audit:
         cores = usable_cores()
         self.report = AuditReport(
             store,
-            _log_key(log_key, self.info),
+            _log_key(log_key, self.info),  # a bad key given is the caller's error: raised
             log_key is None,
             cores,
             cores if workers is None else max(workers, 0),
@@ -318,7 +332,7 @@ class _Audit:
             message = f"the store records the log key {self.info.log_key}, not the one given"
             report.add("ledger", message)
         with self._pool() as pool, contextlib.ExitStack() as stack:
-            replay = _Replay(self.info) if self.rebuild else None
+            replay = self._replay() if self.rebuild else None
             if replay is not None:
                 stack.callback(replay.ledger.close)
             self._timed("entries", lambda: self._entries(pool, replay))
@@ -328,6 +342,16 @@ class _Audit:
                 self._timed("compare", lambda: replay.compare(self.recorder, report, self.progress))
                 report.seconds["rebuild"], report.rebuilt = replay.seconds, replay.through
         return report
+
+    def _replay(self) -> _Replay | None:
+        """The rebuild's ledger, made from the store's record; none if that record cannot
+        make a ledger (then the record is the problem reported)."""
+        try:
+            return _Replay(self.info)
+        except LedgerError as exc:
+            self.report.add("ledger", f"no rebuild: the ledger's own record is damaged: "
+                            f"{exc.message}")  # fmt: skip
+            return None
 
     def _timed(self, phase: str, work: Callable[[], T]) -> T:
         mark = time.perf_counter()
@@ -500,6 +524,7 @@ class _Audit:
             for size, found in (item for part in opened for item in part):
                 self._checkpoint(size, found, tree)
             self.report.checkpoints += len(rows)
+            self.report.signed_through = max(self.report.signed_through, after)
             self.progress("checkpoints", self.report.checkpoints, self.report.checkpoints)
 
     def _checkpoint(self, size: int, found: Checkpoint | str, tree: merkle.Reader) -> None:
@@ -542,7 +567,7 @@ def _log_key(given: str | None, info: events.LedgerInitialised) -> str:
     if given is None:
         return info.log_key
     path = Path(given)
-    if not path.is_file():
+    if not is_file(path):
         return parse_verifier_key(given).text  # says what is wrong with a bad one
     with contextlib.suppress(LedgerError):
         return parse_verifier_key(path.read_text()).text

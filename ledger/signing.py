@@ -68,3 +68,11 @@ def read_public_key(text_or_path: str) -> str:
     text = path.read_text().strip() if path.is_file() else text_or_path.strip()
     decode_public_key(text, "the public key")
     return text
+
+
+def is_file(path: Path) -> bool:
+    """Whether `path` names a file; a text too long to be a path (a verifier key) does not."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False

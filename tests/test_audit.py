@@ -11,6 +11,7 @@ precisely: what was changed, where, and the first bad seq.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import sqlite3
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from ledger.application import Ledger
 from ledger.audit import AuditReport, Problem, audit
 from ledger.canonical import b64encode, canonical
 from ledger.crypto import PAYLOAD_TYPE, Signer, pae
-from ledger.errors import NotFound
+from ledger.errors import LedgerError, NotFound
 from ledger.notes import verifier_key
 from ledger.signing import write_secret
 from tests.support import LOG_SEED, ORIGIN, Clock, World, new_ledger, populate, signer
@@ -150,11 +151,45 @@ def test_entries_no_checkpoint_covers_yet_are_audited_and_said(
     keyless = Ledger(sqlite_told, clock=clock)  # a writer without the log key signs nothing
     keyless.submit(world.party("late-buyer", ["buyer"]))
     keyless.close()
-    report = audit(sqlite_told, workers=0)
+    report = audit(sqlite_told, workers=0, allow_uncovered=True)
     assert (report.ok, report.entries, report.covered) == (True, SIZE + 1, SIZE)
-    code, out, _ = run(capsys, "audit", "--store", sqlite_told)
+    code, out, _ = run(capsys, "audit", "--store", sqlite_told, "--allow-uncovered")
     assert code == 0
     assert f"no good checkpoint covers the entries from seq {SIZE} on" in out
+    strict = audit(sqlite_told, workers=0)
+    assert (strict.ok, strict.counts, strict.first_bad_seq) == (False, {"checkpoint": 1}, SIZE)
+    code, out, _ = run(capsys, "audit", "--store", sqlite_told)
+    assert code == 1
+    assert f"seq {SIZE}: checkpoint: no checkpoint is stored for the entries from seq {SIZE}" in out
+
+
+def test_a_store_whose_checkpoints_were_deleted_is_not_vouched_for(
+    sqlite_told: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with contextlib.closing(sqlite3.connect(sqlite_told)) as db, db:
+        db.execute("DELETE FROM ledger_checkpoints")
+    report = audit(sqlite_told, workers=0)
+    assert (report.ok, report.counts, report.first_bad_seq) == (False, {"checkpoint": 1}, 0)
+
+
+def test_a_damaged_record_of_the_ledger_itself_is_reported_not_raised(
+    sqlite_told: str,
+) -> None:
+    with contextlib.closing(sqlite3.connect(sqlite_told)) as db, db:
+        db.execute(
+            "UPDATE stored_events SET state = replace(state, CAST('+' AS BLOB), CAST('-' AS BLOB))"
+            " WHERE topic = 'ledger.events:LedgerInitialised'"
+        )
+    report = audit(sqlite_told, workers=0)
+    assert not report.ok
+    assert "ledger" in report.counts
+    assert any("own record is damaged" in p.message for p in report.problems)
+
+
+def test_a_verifier_key_too_long_to_be_a_path_is_read_as_a_key(sqlite_told: str) -> None:
+    long = "x" * 300 + "+00000000+AAAA"
+    with pytest.raises(LedgerError, match="verifier key"):
+        audit(sqlite_told, long, workers=0)
 
 
 def test_a_store_with_more_entries_than_a_chunk_is_audited_by_worker_processes_alike(

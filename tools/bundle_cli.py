@@ -18,7 +18,7 @@ import typer
 
 from ledger.errors import LedgerError, NotFound
 from ledger.notes import parse_verifier_key
-from ledger.signing import read_signer
+from ledger.signing import is_file, read_signer
 
 DEFAULT_STORE = "./var/chipledger.db"  # as tools.cli, which imports this module
 DEFAULT_LOG_KEY = Path("./var/log.key")
@@ -83,7 +83,7 @@ def verify(
 def _verifier_key(text_or_path: str) -> str:
     """The verifier key text: read from the file if that path exists, else the text itself."""
     path = Path(text_or_path)
-    text = path.read_text("utf-8").strip() if path.is_file() else text_or_path.strip()
+    text = path.read_text("utf-8").strip() if is_file(path) else text_or_path.strip()
     try:
         parse_verifier_key(text)
     except LedgerError as exc:
