@@ -32,6 +32,7 @@ from ledger.views import (
     PoliciesView,
     Receipt,
     SerialView,
+    SessionView,
 )
 
 AsOfParam = Annotated[
@@ -70,6 +71,7 @@ def create_app(ledger: Ledger, open_reads: bool = False) -> FastAPI:
     app.include_router(_custody_router(ledger))
     app.include_router(_rules_router(ledger))
     app.include_router(_bundles_router(ledger))
+    app.include_router(_sessions_router(ledger))
     if open_reads:
 
         @app.middleware("http")
@@ -221,5 +223,19 @@ def _bundles_router(ledger: Ledger) -> APIRouter:
     def get_batch_bundle(batch_id: str) -> Bundle:
         """The evidence bundle of PROTOCOL.md section 9 (`chipledger verify` checks it)."""
         return ledger.bundle(batch_id)
+
+    return router
+
+
+def _sessions_router(ledger: Ledger) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["sessions"])
+
+    @router.post("/sessions", status_code=201, response_model=SessionView,
+                 openapi_extra=ENVELOPE_BODY)  # fmt: skip
+    async def post_session(request: Request) -> SessionView:
+        """A read token for the party whose key signed a fresh `session.requested` envelope;
+        the request is never stored in the log."""
+        body = await read_body(request, MAX_ENVELOPE_BYTES)
+        return await run_in_threadpool(ledger.open_session, body)
 
     return router

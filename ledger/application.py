@@ -24,7 +24,7 @@ from eventsourcing.application import (
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError
 
-from ledger import events, merkle
+from ledger import events, merkle, sessions
 from ledger.acceptance import accept
 from ledger.aggregates import LEDGER_ID, LOG_ID, LedgerInfo, License, stream_id
 from ledger.ahead import ahead
@@ -32,10 +32,11 @@ from ledger.asof import AsOf
 from ledger.batch import Batch
 from ledger.bundles import Bundle, Source, make_bundle
 from ledger.canonical import b64decode_strict, parse_json
-from ledger.crypto import Signer, decode_public_key
+from ledger.crypto import Signer, decode_public_key, verify
 from ledger.envelopes import Decoded, decode
 from ledger.errors import (
     BadRequest,
+    BadSignature,
     BatchRefused,
     Conflict,
     InvalidEvent,
@@ -43,6 +44,7 @@ from ledger.errors import (
     NotAuthorized,
     NotFound,
     TooLarge,
+    Unauthenticated,
 )
 from ledger.notes import verifier_key
 from ledger.persistence import store_env
@@ -71,6 +73,7 @@ from ledger.views import (
     PoliciesView,
     PolicyEntry,
     SerialView,
+    SessionView,
 )
 from ledger.wire import format_time, parse_time
 
@@ -106,6 +109,7 @@ class Ledger(Application[UUID]):
         self._genesis: str | None = None
         self._next_seq = 0
         self._log_signer: Signer | None = None
+        self.session_lifetime = sessions.LIFETIME
         self._log: Log | None = None
         self.projections = Projections()
         self._refresh(opening=True)
@@ -627,6 +631,68 @@ class Ledger(Application[UUID]):
         envelope = parse_json(entry.envelope.encode())
         event = parse_json(b64decode_strict(envelope["payload"], "payload"))
         return HistoryEntry(seq=seq, recorded_at=entry.recorded_at, envelope=envelope, event=event)
+
+    # -- read sessions (PROTOCOL.md section 6) -------------------------------------------------
+
+    def open_session(self, body: bytes | dict[str, Any]) -> SessionView:
+        """`POST /v1/sessions`: a token for the party one of whose active keys signed a fresh
+        `session.requested` envelope with an id never used before; nothing enters the log."""
+        value = _parse(body, MAX_ENVELOPE_BYTES)
+        with self._lock:
+            self._sync()
+            now = self.clock()
+            decoded = decode(value, self.info.origin, now, parse=sessions.parse_request)
+            event = decoded.event
+            sessions.check_fresh(event.at, now)
+            unit = self._unit()
+            keyid = None
+            for kid, signature in decoded.signatures:
+                found = unit.active_key(kid)
+                if found is None or not verify(found[1], decoded.message, signature):
+                    raise BadSignature(
+                        f"the signature by key {kid} does not verify under an active key"
+                    )
+                if found[0] == event.actor:
+                    keyid = keyid or kid
+            if keyid is None:
+                raise NotAuthorized(
+                    f"a session for {event.actor!r} needs a signature by one of its active keys"
+                )
+            recorder = self.ledger_recorder()
+            if self._select_event_ids([event.id]) or recorder.session_id_used(event.id):
+                raise Conflict(
+                    f"the id {event.id} was used before; a session request needs a new one"
+                )
+            token = sessions.new_token()
+            expires = now + self.session_lifetime
+            try:
+                recorder.open_session(
+                    event.id, sessions.token_digest(token), (event.actor, keyid, micros(expires))
+                )
+            except IntegrityError:
+                raise Conflict(f"the id {event.id} was used before") from None
+        return SessionView(token=token, party=event.actor, expires_at=format_time(expires))
+
+    def session_party(self, token: str) -> str:
+        """The party a bearer token reads as; Unauthenticated if it is unknown, expired, or
+        the key that asked for it is no longer active."""
+        found = self.ledger_recorder().select_session(sessions.token_digest(token))
+        if found is None:
+            raise Unauthenticated("that token is not one this ledger gave out")
+        party, keyid, expires = found
+        with self._lock:
+            self._sync()
+            if micros(self.clock()) >= expires:
+                raise Unauthenticated("that token has expired; ask for a new session")
+            active = self._unit().active_key(keyid)
+        if active is None or active[0] != party:
+            raise Unauthenticated("the key that asked for that token was revoked")
+        return party
+
+    def ledger_recorder(self) -> SQLiteLedgerRecorder | PostgresLedgerRecorder:
+        recorder = self.recorder
+        assert isinstance(recorder, SQLiteLedgerRecorder | PostgresLedgerRecorder)
+        return recorder
 
     # -- evidence bundles (PROTOCOL.md section 9) ---------------------------------------------
 

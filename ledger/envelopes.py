@@ -44,8 +44,11 @@ class Decoded:
         return pae(PAYLOAD_TYPE, self.payload)
 
 
-def decode(value: Any, origin: str, now: datetime) -> Decoded:
-    """Check an envelope's schema and its event's (PROTOCOL.md sections 1-3)."""
+def decode(
+    value: Any, origin: str, now: datetime, parse: Callable[[Any], Any] = wire.parse_event
+) -> Decoded:
+    """Check an envelope's schema and its event's (PROTOCOL.md sections 1-3); `parse` reads
+    the event (a session request is read by its own, `ledger.sessions.parse_request`)."""
     envelope = wire.parse_envelope(value)
     text = _envelope_text(envelope)
     texts = (envelope.payload, *(s.sig for s in envelope.signatures))
@@ -55,7 +58,7 @@ def decode(value: Any, origin: str, now: datetime) -> Decoded:
     signatures = _signatures(envelope)
     payload = b64decode_strict(envelope.payload, "payload")
     whole = text.encode("ascii")  # canonical: every string in it is base64 or hex
-    event = wire.parse_event(_payload_json(payload))
+    event = parse(_payload_json(payload))
     if event.ledger != origin:
         raise InvalidEvent(
             f"the event is for ledger {event.ledger!r}, but this ledger is {origin!r}"

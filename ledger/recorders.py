@@ -38,6 +38,7 @@ SignatureRow = tuple[str, int, int]  # key id, the signed event's `at` (µs sinc
 _INSERT_SIGNATURE = "INSERT OR IGNORE INTO ledger_signatures VALUES (?,?,?)"
 _SELECT_SIGNED = "SELECT seq FROM ledger_signatures WHERE keyid=? AND at>? ORDER BY seq"
 TreeRow = tuple[int, bytes]  # stored-hash index, hash
+SessionTokenRow = tuple[str, str, int]  # party, key id, expiry (µs since 1970)
 CheckpointRow = tuple[int, str]  # tree size, the signed note
 _INSERT_TREE = "INSERT INTO ledger_tree VALUES (?,?)"
 _SELECT_TREE = "SELECT idx, hash FROM ledger_tree WHERE idx IN "
@@ -59,6 +60,10 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
             "CREATE TABLE IF NOT EXISTS ledger_tree (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL)",
             "CREATE TABLE IF NOT EXISTS ledger_checkpoints (size INTEGER PRIMARY KEY, "
             "note TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS ledger_session_ids (event_id TEXT PRIMARY KEY) "
+            "WITHOUT ROWID",
+            "CREATE TABLE IF NOT EXISTS ledger_sessions (token_hash TEXT PRIMARY KEY, "
+            "party TEXT NOT NULL, keyid TEXT NOT NULL, expires INTEGER NOT NULL) WITHOUT ROWID",
         ]
 
     def _insert_events(
@@ -150,6 +155,27 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
                 (after, limit),
             )
             return [(row["size"], row["note"]) for row in c.fetchall()]
+
+    def open_session(self, event_id: str, token_hash: str, row: SessionTokenRow) -> None:
+        """Keep a session: its request's id (never to be used again) and its token's hash,
+        in one transaction; IntegrityError if the id was used before."""
+        with self.datastore.transaction(commit=True) as c:
+            c.execute("INSERT INTO ledger_session_ids VALUES (?)", (event_id,))
+            c.execute("INSERT INTO ledger_sessions VALUES (?,?,?,?)", (token_hash, *row))
+
+    def select_session(self, token_hash: str) -> SessionTokenRow | None:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                "SELECT party, keyid, expires FROM ledger_sessions WHERE token_hash = ?",
+                (token_hash,),
+            )
+            found = c.fetchone()
+            return None if found is None else (found["party"], found["keyid"], found["expires"])
+
+    def session_id_used(self, event_id: str) -> bool:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT 1 FROM ledger_session_ids WHERE event_id = ?", (event_id,))
+            return c.fetchone() is not None
 
     def latest_checkpoint(self) -> CheckpointRow | None:
         with self.datastore.transaction(commit=False) as c:
@@ -261,6 +287,21 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         self._latest_checkpoint = SQL(
             "SELECT size, note FROM {t} ORDER BY size DESC LIMIT 1"
         ).format(t=checkpoints)
+        session_ids, sessions = (Identifier(datastore.schema, name)
+                                 for name in ("ledger_session_ids", "ledger_sessions"))  # fmt: skip
+        self.sql_create_statements += [
+            SQL("CREATE TABLE IF NOT EXISTS {t} (event_id text PRIMARY KEY)").format(t=session_ids),
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {t} (token_hash text PRIMARY KEY, party text NOT "
+                "NULL, keyid text NOT NULL, expires bigint NOT NULL)"
+            ).format(t=sessions),
+        ]
+        self._insert_session_id = SQL("INSERT INTO {t} VALUES (%s)").format(t=session_ids)
+        self._insert_session = SQL("INSERT INTO {t} VALUES (%s, %s, %s, %s)").format(t=sessions)
+        self._select_session = SQL(
+            "SELECT party, keyid, expires FROM {t} WHERE token_hash = %s"
+        ).format(t=sessions)
+        self._session_id_used = SQL("SELECT 1 FROM {t} WHERE event_id = %s").format(t=session_ids)
 
     def _insert_events(
         self,
@@ -383,3 +424,19 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         query = SQL("SELECT keyid, at, seq FROM {t} {where}ORDER BY keyid, at, seq LIMIT %s")
         rows = self._page(query.format(t=signed, where=where), [*(after or ()), limit])
         return [(row["keyid"], row["at"], row["seq"]) for row in rows]
+
+    def open_session(self, event_id: str, token_hash: str, row: SessionTokenRow) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(self._insert_session_id, (event_id,))
+            curs.execute(self._insert_session, (token_hash, *row))
+
+    def select_session(self, token_hash: str) -> SessionTokenRow | None:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._select_session, (token_hash,))
+            found = curs.fetchone()
+            return None if found is None else (found["party"], found["keyid"], found["expires"])
+
+    def session_id_used(self, event_id: str) -> bool:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._session_id_used, (event_id,))
+            return curs.fetchone() is not None

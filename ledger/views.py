@@ -178,3 +178,11 @@ class CheckView(View):
     accepted: bool
     error: dict[str, str] | None = None
     findings: list[dict[str, Any]]
+
+
+class SessionView(View):
+    """`POST /v1/sessions`: a bearer token for reads, whose party it is, when it expires."""
+
+    token: str
+    party: str
+    expires_at: str

@@ -548,3 +548,28 @@ def test_the_demo_shows_the_flags_issue_4_asks_for_and_none_on_scenario_1(
         ("attestation-overdue", "H100-0011"),  # an overdue attestation
     } <= raised
     assert scenario_1 == []
+
+
+def test_session_prints_a_token_for_the_party_of_the_key_and_refuses_a_stranger(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], server: Server, live_world: World
+) -> None:
+    for value in (live_world.genesis(), live_world.party("gulf-cloud", ["buyer"])):
+        assert httpx.post(f"{server.url}/v1/events", json=value, timeout=30).status_code == 201
+    key = tmp_path / "gulf-cloud.key"
+    write_secret(key, signer("gulf-cloud"))
+
+    code, out, err = run(capsys, "session", "--key", str(key), "--url", server.url)
+
+    assert code == 0
+    token = out.strip()
+    assert "a token for gulf-cloud, until " in err
+    with opened(server.store) as ledger:
+        assert ledger.session_party(token) == "gulf-cloud"
+        size = ledger.size()
+    stranger = tmp_path / "stranger.key"
+    write_secret(stranger, signer("stranger"))
+    code, out, err = run(capsys, "session", "--key", str(stranger), "--url", server.url)
+    assert (code, out) == (1, "")
+    assert "no session for 'stranger'" in err
+    assert one_sentence(err)
+    assert served_size(server) == size  # a session never enters the log

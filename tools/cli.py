@@ -98,6 +98,9 @@ def serve(
     open_reads: Annotated[
         bool, typer.Option("--open-reads", help="Serve reads without tokens (local demo).")
     ] = False,
+    session_minutes: Annotated[
+        int, typer.Option(min=1, help="How long a read token from POST /v1/sessions lasts.")
+    ] = 60,
 ) -> None:
     """Serve the ledger's HTTP API (PROTOCOL.md section 6). `--port 0` picks a free port.
 
@@ -105,6 +108,7 @@ def serve(
     connections, then serves until interrupted.
     """
     import socket
+    from datetime import timedelta
 
     import uvicorn
 
@@ -113,6 +117,7 @@ def serve(
 
     ledger = Ledger(store)
     ledger.use_log_key(read_signer(log_key))  # refuses a key that is not the ledger's
+    ledger.session_lifetime = timedelta(minutes=session_minutes)
     sock = socket.create_server((host, port))
     # Accepted connections inherit this: without it Nagle's algorithm meets the client's
     # delayed ACK and every response waits ~40 ms (asyncio only sets it for IPPROTO_TCP).
@@ -156,6 +161,40 @@ def submit(
             if response.status_code >= 300:
                 raise Refused(f"{path}: {_error_text(response)}")
             typer.echo(json.dumps(response.json()))
+
+
+@app.command()
+def session(
+    key: Annotated[Path, typer.Option("--key", help="A .key file of the party asking.")],
+    party: Annotated[
+        str | None, typer.Option(help="The party asking (default: the key file's name).")
+    ] = None,
+    url: Annotated[str, typer.Option(help="The ledger's base URL.")] = "http://127.0.0.1:8000",
+) -> None:
+    """Ask the ledger for a read token: sign a fresh session.requested event with KEY and
+    print the token alone (for scripts); its party and expiry go to standard error."""
+    import uuid
+    from datetime import UTC, datetime
+
+    import httpx
+
+    from ledger.wire import format_time
+
+    signer = read_signer(key)
+    actor = party or key.stem
+    with httpx.Client(base_url=url, timeout=30) as client:
+        try:
+            origin = client.get("/v1/ledger").json()["origin"]
+            event = {"type": "session.requested", "id": str(uuid.uuid4()), "ledger": origin,
+                     "actor": actor, "at": format_time(datetime.now(UTC))}  # fmt: skip
+            response = client.post("/v1/sessions", json=envelope(event, [signer]))
+        except httpx.HTTPError as exc:
+            raise Refused(f"cannot reach the ledger at {url} ({exc}); is it serving?") from None
+    if response.status_code >= 300:
+        raise Refused(f"no session for {actor!r}: {_error_text(response)}")
+    body = response.json()
+    typer.echo(body["token"])
+    typer.echo(f"a token for {body['party']}, until {body['expires_at']}", err=True)
 
 
 @app.command()

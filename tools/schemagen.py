@@ -15,7 +15,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from ledger.bundles import Bundle
+from ledger.sessions import SessionRequested
 from ledger.wire import EVENT_TYPES, Envelope, type_name
+from ledger.wire.types import EventBase
 
 BASE_URI = "https://chipledger.local/schemas/"
 
@@ -44,9 +46,11 @@ def schema_of(model: type[BaseModel], name: str) -> dict[str, Any]:
 
 
 def all_schemas() -> dict[str, dict[str, Any]]:
-    """File name -> schema, for the envelope, every event type and the bundle."""
+    """File name -> schema, for the envelope, every event type (the session request, which
+    is never stored, included) and the bundle."""
     out = {"envelope.schema.json": schema_of(Envelope, "envelope.schema.json")}
-    for model in EVENT_TYPES:
+    models: list[type[EventBase]] = [*EVENT_TYPES, SessionRequested]
+    for model in models:
         name = f"{type_name(model)}.schema.json"
         out[name] = schema_of(model, name)
     out["bundle.schema.json"] = schema_of(Bundle, "bundle.schema.json")
