@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from api import errors
 from api.openapi import BATCH_BODY, ENVELOPE_BODY
+from ledger.access import EVERYONE, Reader
 from ledger.application import MAX_BATCH_BYTES, MAX_ENVELOPE_BYTES, Ledger
 from ledger.bundles import Bundle
-from ledger.errors import TooLarge
+from ledger.errors import TooLarge, Unauthenticated
 from ledger.views import (
     AllocationView,
     BatchView,
@@ -44,6 +45,24 @@ AsOfParam = Annotated[
 ]
 
 
+def reader_of(request: Request, authorization: Annotated[str | None, Header()] = None) -> Reader:
+    """Who a read is made as: everyone when the ledger is served with open reads, else the
+    party of the bearer token (`Ledger.reader` says what that party sees, in `ledger/`)."""
+    if request.app.state.open_reads:
+        return EVERYONE
+    token = None
+    if authorization is not None:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
+        token = value.strip()
+    ledger: Ledger = request.app.state.ledger
+    return ledger.reader(token)
+
+
+Who = Annotated[Reader, Depends(reader_of)]
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it passes `limit` bytes."""
     declared = request.headers.get("content-length", "")
@@ -65,6 +84,7 @@ def create_app(ledger: Ledger, open_reads: bool = False) -> FastAPI:
         description="A signed custody ledger for export-controlled AI chips (PROTOCOL.md).",
     )
     errors.install(app)
+    app.state.ledger, app.state.open_reads = ledger, open_reads
     app.include_router(_ledger_router(ledger))
     app.include_router(_events_router(ledger))
     app.include_router(_log_router(ledger))
@@ -123,10 +143,11 @@ def _log_router(ledger: Ledger) -> APIRouter:
 
     @router.get("/entries", response_model=LogEntries)
     def get_entries(
+        reader: Who,
         start: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> LogEntries:
-        return ledger.log_entries(start, limit)
+        return ledger.log_entries(start, limit, reader)
 
     @router.get("/key", response_class=PlainTextResponse)
     def get_key() -> str:
@@ -157,20 +178,20 @@ def _custody_router(ledger: Ledger) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["custody"])
 
     @router.get("/batches/{batch_id}", response_model=BatchView, response_model_exclude_none=True)
-    def get_batch(batch_id: str, as_of: AsOfParam = None) -> BatchView:
-        return ledger.batch(batch_id, ledger.as_of(as_of))
+    def get_batch(batch_id: str, reader: Who, as_of: AsOfParam = None) -> BatchView:
+        return ledger.batch(batch_id, ledger.as_of(as_of), reader)
 
     @router.get("/batches/{batch_id}/history", response_model=HistoryView)
-    def get_history(batch_id: str, as_of: AsOfParam = None) -> HistoryView:
-        return ledger.history(batch_id, ledger.as_of(as_of))
+    def get_history(batch_id: str, reader: Who, as_of: AsOfParam = None) -> HistoryView:
+        return ledger.history(batch_id, ledger.as_of(as_of), reader)
 
     @router.get("/serials/{serial}", response_model=SerialView)
-    def get_serial(serial: str, as_of: AsOfParam = None) -> SerialView:
-        return ledger.serial(serial, ledger.as_of(as_of))
+    def get_serial(serial: str, reader: Who, as_of: AsOfParam = None) -> SerialView:
+        return ledger.serial(serial, ledger.as_of(as_of), reader)
 
     @router.get("/parties/{party_id}/allocation", response_model=AllocationView)
-    def get_allocation(party_id: str, as_of: AsOfParam = None) -> AllocationView:
-        return ledger.allocation(party_id, ledger.as_of(as_of))
+    def get_allocation(party_id: str, reader: Who, as_of: AsOfParam = None) -> AllocationView:
+        return ledger.allocation(party_id, ledger.as_of(as_of), reader)
 
     return router
 
@@ -184,12 +205,13 @@ def _rules_router(ledger: Ledger) -> APIRouter:
         response_model_exclude_none=True,
         openapi_extra=ENVELOPE_BODY,
     )
-    async def post_check(request: Request) -> CheckView:
+    async def post_check(request: Request, reader: Who) -> CheckView:
         body = await read_body(request, MAX_ENVELOPE_BYTES)
         return await run_in_threadpool(ledger.check, body)
 
     @router.get("/flags", response_model=FlagsView)
     def get_flags(
+        reader: Who,
         batch: str | None = None,
         party: str | None = None,
         rule: str | None = None,
@@ -199,18 +221,18 @@ def _rules_router(ledger: Ledger) -> APIRouter:
     ) -> FlagsView:
         given = {"batch": batch, "party": party, "rule": rule, "license": license, "site": site}
         where = {key: value for key, value in given.items() if value is not None}
-        return ledger.flags(where, ledger.as_of(as_of))
+        return ledger.flags(where, ledger.as_of(as_of), reader)
 
     @router.get("/licenses/{license_id}", response_model=LicenseView)
-    def get_license(license_id: str, as_of: AsOfParam = None) -> LicenseView:
-        return ledger.license(license_id, ledger.as_of(as_of))
+    def get_license(license_id: str, reader: Who, as_of: AsOfParam = None) -> LicenseView:
+        return ledger.license(license_id, ledger.as_of(as_of), reader)
 
     @router.get("/policies", response_model=PoliciesView)
-    def get_policies() -> PoliciesView:
+    def get_policies(reader: Who) -> PoliciesView:
         return ledger.policies()
 
     @router.get("/policies/current")
-    def get_current_policy(as_of: AsOfParam = None) -> dict[str, Any]:
+    def get_current_policy(reader: Who, as_of: AsOfParam = None) -> dict[str, Any]:
         return ledger.current_policy(ledger.as_of(as_of))
 
     return router
@@ -220,9 +242,9 @@ def _bundles_router(ledger: Ledger) -> APIRouter:
     router = APIRouter(prefix="/v1/bundles", tags=["bundles"])
 
     @router.get("/batches/{batch_id}", response_model=Bundle)
-    def get_batch_bundle(batch_id: str) -> Bundle:
+    def get_batch_bundle(batch_id: str, reader: Who) -> Bundle:
         """The evidence bundle of PROTOCOL.md section 9 (`chipledger verify` checks it)."""
-        return ledger.bundle(batch_id)
+        return ledger.bundle(batch_id, reader)
 
     return router
 

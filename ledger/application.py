@@ -24,8 +24,9 @@ from eventsourcing.application import (
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError
 
-from ledger import events, merkle, sessions
+from ledger import access, events, merkle, sessions
 from ledger.acceptance import accept
+from ledger.access import EVERYONE, Reader, needs_all
 from ledger.aggregates import LEDGER_ID, LOG_ID, LedgerInfo, License, stream_id
 from ledger.ahead import ahead
 from ledger.asof import AsOf
@@ -415,7 +416,10 @@ class Ledger(Application[UUID]):
         last = self.recorder.select_events(LOG_ID, desc=True, limit=1)
         return last[0].originator_version + 1 if last else 0
 
-    def log_entries(self, start: int = 0, limit: int = 100) -> LogEntries:
+    def log_entries(
+        self, start: int = 0, limit: int = 100, reader: Reader = EVERYONE
+    ) -> LogEntries:
+        needs_all(reader, "the whole log")
         if start < 0 or not 1 <= limit <= 1000:
             raise InvalidEvent("start must be >= 0 and limit between 1 and 1000")
         if start >= self.size():
@@ -478,16 +482,24 @@ class Ledger(Application[UUID]):
 
     # Reads take the writers' lock: units change cached aggregates in place until they commit.
 
-    def batch(self, batch_id: str, as_of: AsOf | None = None) -> BatchView:
+    def batch(
+        self, batch_id: str, as_of: AsOf | None = None, reader: Reader = EVERYONE
+    ) -> BatchView:
         with self._lock:
+            self._visible(reader, batch_id)
             return BatchView.of(self._batch(batch_id, as_of))
 
-    def history(self, batch_id: str, as_of: AsOf | None = None) -> HistoryView:
+    def history(
+        self, batch_id: str, as_of: AsOf | None = None, reader: Reader = EVERYONE
+    ) -> HistoryView:
         with self._lock:
+            self._visible(reader, batch_id)
             seqs = list(self._batch(batch_id, as_of).history)
         return HistoryView(batch=batch_id, entries=[self._history_entry(s) for s in seqs])
 
-    def serial(self, serial: str, as_of: AsOf | None = None) -> SerialView:
+    def serial(
+        self, serial: str, as_of: AsOf | None = None, reader: Reader = EVERYONE
+    ) -> SerialView:
         with self._lock:
             self._sync()
             index = self.projections.serials
@@ -495,14 +507,19 @@ class Ledger(Application[UUID]):
                 found = index.current.get(serial)
             else:
                 found = index.holder_as_of(serial, as_of.seq, as_of.at)
+            if found is not None and not self._sees_batch(reader, found):
+                found = None
         if found is None:
             raise NotFound(f"no batch holds serial {serial!r}")
         return SerialView(serial=serial, batch=found)
 
-    def allocation(self, party: str, as_of: AsOf | None = None) -> AllocationView:
+    def allocation(
+        self, party: str, as_of: AsOf | None = None, reader: Reader = EVERYONE
+    ) -> AllocationView:
         with self._lock:
             self._sync()
-            if self.repository_get(stream_id("party", party)) is None:
+            hidden = not access.sees_party(reader, party)
+            if hidden or self.repository_get(stream_id("party", party)) is None:
                 raise NotFound(f"no party {party!r} is registered")
             if as_of is None:
                 return AllocationView.of(party, self.projections.holdings.tally(party))
@@ -512,7 +529,9 @@ class Ledger(Application[UUID]):
 
     # -- licenses, rule packs, flags (PROTOCOL.md section 6) -------------------------------------
 
-    def license(self, license_id: str, as_of: AsOf | None = None) -> LicenseView:
+    def license(
+        self, license_id: str, as_of: AsOf | None = None, reader: Reader = EVERYONE
+    ) -> LicenseView:
         with self._lock:
             self._sync()
             sid = stream_id("license", license_id)
@@ -521,7 +540,7 @@ class Ledger(Application[UUID]):
             else:
                 found = _fold(self.events.get(sid), as_of)
             clock = as_of.at if as_of is not None and as_of.at is not None else self.clock()
-        if not isinstance(found, License):
+        if not isinstance(found, License) or not access.sees_party(reader, found.terms.holder):
             raise NotFound(f"no license {license_id!r} was granted")
         terms = found.terms.to_json()
         return LicenseView(**terms, used_quantity=found.used_quantity, status=found.status(clock))
@@ -547,7 +566,9 @@ class Ledger(Application[UUID]):
             clock = as_of.at if as_of is not None and as_of.at is not None else self.clock()
         return in_force(book if isinstance(book, PolicyBook) else None, clock).raw
 
-    def flags(self, where: dict[str, str], as_of: AsOf | None = None) -> FlagsView:
+    def flags(
+        self, where: dict[str, str], as_of: AsOf | None = None, reader: Reader = EVERYONE
+    ) -> FlagsView:
         """Stored flags up to `as_of`, and the time-judged ones (section 7) with the clock of
         section 6: `as_of` a time T judges the state as of T at T; a seq, or none, judges at now.
         """
@@ -563,6 +584,12 @@ class Ledger(Application[UUID]):
                 for flag in judge_now(seen)
                 if all(flag.get(key) == value for key, value in where.items())
             ]
+            if not reader.sees_all:
+                found = [
+                    flag
+                    for flag in found
+                    if access.sees_flag(reader, flag, lambda b: self._sees_batch(reader, b))
+                ]
         return FlagsView(flags=sorted(found, key=lambda flag: flag["seq"]))
 
     def _clocked(self, now: datetime) -> Clocked:
@@ -689,6 +716,32 @@ class Ledger(Application[UUID]):
             raise Unauthenticated("the key that asked for that token was revoked")
         return party
 
+    def reader(self, token: str | None) -> Reader:
+        """Who a request reads as: the party of its session token (section 6)."""
+        if token is None:
+            raise Unauthenticated(
+                "this read needs a token: send Authorization: Bearer <token>; "
+                "POST /v1/sessions gives one"
+            )
+        party = self.session_party(token)
+        with self._lock:
+            found = self.repository_get(stream_id("party", party))
+        return Reader.of(party, found.roles if found is not None else ())
+
+    def _sees_batch(self, reader: Reader, batch_id: str) -> bool:
+        def parent_of(name: str) -> str | None:
+            found = self.repository_get(stream_id("batch", name))
+            return found.parent if isinstance(found, Batch) else None
+
+        involved = self.projections.involvement.batches
+        return access.sees_batch(reader, batch_id, lambda p: involved.get(p, ()), parent_of)
+
+    def _visible(self, reader: Reader, batch_id: str) -> None:
+        """A batch the reader may not see is answered as one that does not exist."""
+        self._sync()
+        if not self._sees_batch(reader, batch_id):
+            raise NotFound(f"no batch {batch_id!r} is recorded")
+
     def ledger_recorder(self) -> SQLiteLedgerRecorder | PostgresLedgerRecorder:
         recorder = self.recorder
         assert isinstance(recorder, SQLiteLedgerRecorder | PostgresLedgerRecorder)
@@ -696,11 +749,12 @@ class Ledger(Application[UUID]):
 
     # -- evidence bundles (PROTOCOL.md section 9) ---------------------------------------------
 
-    def bundle(self, batch_id: str) -> Bundle:
+    def bundle(self, batch_id: str, reader: Reader = EVERYONE) -> Bundle:
         """The evidence bundle of a batch's lineage at the latest checkpoint, its head
         statements and manifest signed by the log key (which the ledger must hold)."""
         with self._lock:
             self._sync()
+            self._visible(reader, batch_id)
             self._batch(batch_id, None)  # an unknown batch is a 404 before anything else
             if self._log_signer is None:
                 raise NotFound(

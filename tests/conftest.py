@@ -45,7 +45,7 @@ def populated(ledger: Ledger, world: World) -> Ledger:
 
 @pytest.fixture
 def client(populated: Ledger) -> TestClient:
-    return TestClient(create_app(populated), raise_server_exceptions=False)
+    return TestClient(create_app(populated, open_reads=True), raise_server_exceptions=False)
 
 
 def _postgres_available() -> str | None:

@@ -97,7 +97,7 @@ def test_log_key_is_the_c2sp_verifier_key_of_the_log_seed(client: TestClient) ->
 
 
 def test_empty_ledger_has_size_zero_and_the_trust_root_key(ledger: Ledger) -> None:
-    client = TestClient(create_app(ledger), raise_server_exceptions=False)
+    client = TestClient(create_app(ledger, open_reads=True), raise_server_exceptions=False)
 
     info = client.get("/v1/ledger").json()
 
@@ -351,7 +351,7 @@ def test_streamed_body_without_a_length_is_cut_off_at_the_limit(client: TestClie
 def test_too_large_is_answered_from_content_length_before_the_body_is_read(
     populated: Ledger, path: str, limit: int
 ) -> None:
-    app = create_app(populated)
+    app = create_app(populated, open_reads=True)
     reads: list[str] = []
     sent: list[MutableMapping[str, Any]] = []
 
@@ -432,10 +432,11 @@ def test_log_entries_with_bad_parameters_is_a_bad_request(reader: TestClient, qu
     assert_error(reader.get(f"/v1/log/entries?{query}"), 400, "bad_request")
 
 
-def test_open_reads_say_so_on_every_response(reader: TestClient, client: TestClient) -> None:
+def test_open_reads_say_so_on_every_response(reader: TestClient, populated: Ledger) -> None:
     assert reader.get("/v1/ledger").headers["X-Chipledger-Open-Reads"] == "true"
     assert reader.get("/v1/log/entries?limit=0").headers["X-Chipledger-Open-Reads"] == "true"
-    assert "X-Chipledger-Open-Reads" not in client.get("/v1/ledger").headers
+    closed = TestClient(create_app(populated), raise_server_exceptions=False)
+    assert "X-Chipledger-Open-Reads" not in closed.get("/v1/ledger").headers
 
 
 # -- errors for every input -----------------------------------------------------------------------

@@ -188,7 +188,9 @@ def test_a_ledger_without_its_log_key_says_it_cannot_sign_head_statements(
 ) -> None:
     keyless = Ledger(store, clock=clock)
     try:
-        response = TestClient(create_app(keyless)).get("/v1/bundles/batches/H200-1")
+        response = TestClient(create_app(keyless, open_reads=True)).get(
+            "/v1/bundles/batches/H200-1"
+        )
     finally:
         keyless.close()
     assert response.status_code == 404
@@ -201,7 +203,7 @@ def test_a_bundle_of_a_batch_made_on_either_store_verifies(any_store: str) -> No
     ledger = new_ledger(any_store, clock)
     try:
         populate(ledger, world)
-        story = tell(Office(TestClient(create_app(ledger)), world), ledger)
+        story = tell(Office(TestClient(create_app(ledger, open_reads=True)), world), ledger)
         bundle = ledger.bundle("H200-1").model_dump(mode="json")
         report = verify_bundle(json.dumps(bundle).encode(), VKEY)
     finally:

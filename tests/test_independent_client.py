@@ -475,7 +475,6 @@ def test_an_open_reads_ledger_says_so_on_every_response(world: World) -> None:
         assert response.headers.get("X-Chipledger-Open-Reads") == "true", response.url
 
 
-@pytest.mark.xfail(strict=True, reason="read tokens and sessions arrive with issue 6")
 def test_without_open_reads_the_log_entries_need_a_token_401(tmp_path: Path) -> None:
     store, log_key = init_ledger(tmp_path, Signer.from_label("closed-ledger-authority"))
     server = ServerProcess(store, log_key)

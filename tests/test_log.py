@@ -228,7 +228,7 @@ def test_no_checkpoint_without_a_key_and_no_entries_is_a_404(store: str, clock: 
 
 
 def test_the_api_serves_what_the_ledger_signs(populated: Ledger) -> None:
-    client = TestClient(create_app(populated))
+    client = TestClient(create_app(populated, open_reads=True))
     assert client.get("/v1/log/checkpoint").text == populated.checkpoint()
 
 
@@ -263,7 +263,7 @@ def test_a_missing_stored_hash_while_serving_is_a_server_fault_not_a_404(
     populate(ledger, world)
     with sqlite3.connect(store) as db:
         db.execute("DELETE FROM ledger_tree WHERE idx = 0")
-    client = TestClient(create_app(ledger), raise_server_exceptions=False)
+    client = TestClient(create_app(ledger, open_reads=True), raise_server_exceptions=False)
     response = client.get("/v1/log/inclusion", params={"seq": 0})
     assert response.status_code == 500
     assert response.json()["error"]["code"] == "internal"

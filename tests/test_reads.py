@@ -45,7 +45,7 @@ def bench(directory: Path) -> Bench:
     world, store = World(clock), str(directory / "ledger.db")
     ledger = new_ledger(store, clock)
     populate(ledger, world)
-    client = TestClient(create_app(ledger), raise_server_exceptions=False)
+    client = TestClient(create_app(ledger, open_reads=True), raise_server_exceptions=False)
     return Bench(ledger, store, clock, Desk(client, world))
 
 

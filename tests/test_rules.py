@@ -802,7 +802,7 @@ def test_flags_rebuilt_from_the_store_equal_the_live_ones(
     populated: Ledger, office: Office, flagged: list[Json], store: str, clock: Clock
 ) -> None:
     assert populated.rebuilt_projections().flags.flags == populated.projections.flags.flags
-    reopened = TestClient(create_app(Ledger(store, clock=clock)))
+    reopened = TestClient(create_app(Ledger(store, clock=clock), open_reads=True))
     assert reopened.get("/v1/flags").json() == {"flags": flagged}
     assert reopened.get("/v1/flags", params={"batch": "b-ae"}).json() == {"flags": flagged[1:3]}
 

@@ -31,7 +31,7 @@ Json = dict[str, Any]
 def desk(any_store: str, clock: Clock, world: World) -> Iterator[tuple[Ledger, TestClient]]:
     ledger = new_ledger(any_store, clock)
     populate(ledger, world)
-    yield ledger, TestClient(create_app(ledger), raise_server_exceptions=False)
+    yield ledger, TestClient(create_app(ledger, open_reads=True), raise_server_exceptions=False)
     ledger.close()
 
 
