@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/chipledger demo --store $(STORE) --dir var
-	$(BIN)/chipledger serve --store $(STORE) --log-key var/log.key --host $(HOST) --port $(PORT)
+	$(BIN)/chipledger serve --store $(STORE) --log-key var/log.key --host $(HOST) --port $(PORT) --open-reads
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -323,6 +323,10 @@ def test_demo_creates_a_ledger_with_entries_and_leaves_it_alone_the_second_time(
     assert "already holds a ledger" in second[1]
     with opened(store) as ledger:
         assert (ledger.size(), ledger.log_entries(0, 1000)) == (size, entries)
+        for out in (first[1], second[1]):  # each run prints a fresh investigator's token
+            token = out.strip().splitlines()[-1].rsplit(": ", 1)[1]
+            assert ledger.session_party(token) == "audit-office"
+            assert ledger.reader(token).sees_all
     assert files_of(directory) == keys
 
 

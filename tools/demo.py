@@ -126,7 +126,10 @@ def load_demo(store: str, directory: Path) -> str:
     """Create and fill a demo ledger in `store`, unless it already holds one."""
     ledger = Ledger(store)
     if ledger.initialised:
-        return f"{store} already holds a ledger ({ledger.size()} entries); left as it is"
+        return (
+            f"{store} already holds a ledger ({ledger.size()} entries); left as it is"
+            + _investigator_token(ledger, directory / "keys")
+        )
     keys = _keys(directory / "keys")
     log_key = directory / "log.key"
     log_signer = read_signer(log_key) if log_key.exists() else Signer.generate()
@@ -143,8 +146,20 @@ def load_demo(store: str, directory: Path) -> str:
     shown = ", ".join(f"{rule} ({n})" for rule, n in sorted(raised.items()))
     return (
         f"demo ledger in {store}: {ledger.size()} entries; party keys in {directory / 'keys'}\n"
-        f"flags to see at GET /v1/flags: {shown}"
+        f"flags to see at GET /v1/flags: {shown}" + _investigator_token(ledger, directory / "keys")
     )
+
+
+def _investigator_token(ledger: Ledger, keys: Path) -> str:
+    """A line with a read token of the demo's investigator, who reads everything: the API
+    without --open-reads answers it (Authorization: Bearer <token>)."""
+    key = keys / "audit-office.key"
+    if not key.exists():
+        return ""
+    event = {"type": "session.requested", "id": str(uuid.uuid4()), "ledger": ledger.info.origin,
+             "actor": "audit-office", "at": format_time(ledger.clock())}  # fmt: skip
+    found = ledger.open_session(envelope(event, [read_signer(key)]))
+    return f"\nan investigator's read token, until {found.expires_at}: {found.token}"
 
 
 def _registry(demo: Demo) -> None:
