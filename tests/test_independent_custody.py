@@ -22,6 +22,7 @@ from tests.independent.client import (
     LedgerClient,
     ServerProcess,
     Signer,
+    Step,
     Timeline,
     envelope_hash,
     format_time,
@@ -51,27 +52,6 @@ ENTRY_FIELDS = {"seq", "recorded_at", "envelope", "event"}
 
 
 # --- the ledger under test ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Step:
-    """One accepted event: what was signed, what was sent, and the receipt that came back."""
-
-    event: JSONObject
-    envelope: JSONObject
-    receipt: JSONObject
-
-    @property
-    def seq(self) -> int:
-        return int(self.receipt["seq"])
-
-    @property
-    def hash(self) -> str:
-        return envelope_hash(self.envelope)
-
-    @property
-    def at(self) -> str:
-        return str(self.event["at"])
 
 
 def shifted(at: str, seconds: float) -> str:

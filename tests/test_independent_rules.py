@@ -30,6 +30,7 @@ from tests.independent.client import (
     LedgerClient,
     ServerProcess,
     Signer,
+    Step,
     Timeline,
     canonical,
     envelope_hash,
@@ -74,32 +75,6 @@ def days_after(at: str, days: float) -> str:
 
 
 # --- the ledger under test ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Step:
-    """One accepted event: what was signed, what was sent, and the receipt that came back."""
-
-    event: JSONObject
-    envelope: JSONObject
-    receipt: JSONObject
-
-    @property
-    def seq(self) -> int:
-        return int(self.receipt["seq"])
-
-    @property
-    def hash(self) -> str:
-        return envelope_hash(self.envelope)
-
-    @property
-    def findings(self) -> list[JSONObject]:
-        found: list[JSONObject] = self.receipt["findings"]
-        return found
-
-    @property
-    def rules(self) -> list[str]:
-        return [str(finding["rule"]) for finding in self.findings]
 
 
 @dataclass

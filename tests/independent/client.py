@@ -252,6 +252,36 @@ def verifier_key(origin: str, public_key: bytes) -> str:
 # --- HTTP (section 6) -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Step:
+    """One accepted event: what was signed, what was sent, and the receipt that came back."""
+
+    event: JSONObject
+    envelope: JSONObject
+    receipt: JSONObject
+
+    @property
+    def seq(self) -> int:
+        return int(self.receipt["seq"])
+
+    @property
+    def hash(self) -> str:
+        return envelope_hash(self.envelope)
+
+    @property
+    def at(self) -> str:
+        return str(self.event["at"])
+
+    @property
+    def findings(self) -> list[JSONObject]:
+        found: list[JSONObject] = self.receipt["findings"]
+        return found
+
+    @property
+    def rules(self) -> list[str]:
+        return [str(finding["rule"]) for finding in self.findings]
+
+
 class LedgerClient:
     """Talks to a chipledger server over HTTP; sends canonical JSON bodies."""
 
