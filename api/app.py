@@ -207,7 +207,7 @@ def _rules_router(ledger: Ledger) -> APIRouter:
     )
     async def post_check(request: Request, reader: Who) -> CheckView:
         body = await read_body(request, MAX_ENVELOPE_BYTES)
-        return await run_in_threadpool(ledger.check, body)
+        return await run_in_threadpool(ledger.check, body, reader)
 
     @router.get("/flags", response_model=FlagsView)
     def get_flags(

@@ -249,12 +249,14 @@ class Ledger(Application[UUID]):
         with self._lock:
             return self._commit(lambda unit: self._accept_all(unit, envelopes), careful=False)
 
-    def check(self, body: bytes | dict[str, Any]) -> CheckView:
+    def check(self, body: bytes | dict[str, Any], reader: Reader = EVERYONE) -> CheckView:
         """`POST /v1/checks`: judge one envelope exactly as acceptance would, store nothing.
 
         The acceptance pipeline runs on a unit that is then dropped (its commit step is the
         only one left out). An envelope with `"signatures": []` is judged as if the signers
-        it needs had signed."""
+        it needs had signed. A party that does not read everything checks only events it
+        would sign (as their actor or receiver), on batches it sees: a batch hidden from it is
+        judged as one that does not exist (section 6)."""
         value = _parse(body, MAX_ENVELOPE_BYTES)
         unsigned = isinstance(value, dict) and value.get("signatures") == []
         with self._lock:
@@ -262,6 +264,7 @@ class Ledger(Application[UUID]):
             unit = self._unit()
             try:
                 decoded = decode(value, self.info.origin, unit.now)
+                self._may_check(reader, decoded.event)
                 outcome = accept(unit, decoded, self._stored_entry, assume_signed=unsigned)
             except LedgerError as exc:
                 error = {"code": exc.code, "message": exc.message}
@@ -269,6 +272,20 @@ class Ledger(Application[UUID]):
             finally:
                 self._discard(unit)
         return CheckView(accepted=True, findings=outcome.receipt.findings)
+
+    def _may_check(self, reader: Reader, event: Any) -> None:
+        if reader.sees_all:
+            return
+        if reader.party not in (event.actor, getattr(event, "to", None)):
+            raise NotAuthorized(
+                f"{reader.party!r} may check only events it would sign, as their actor or "
+                f"receiver, not events of {event.actor!r}"
+            )
+        batch = getattr(event, "batch", None)
+        if not isinstance(batch, str) or self.repository_get(stream_id("batch", batch)) is None:
+            return  # a new batch (fabricated) or none: acceptance says what it says
+        if not self._sees_batch(reader, batch):
+            raise NotFound(f"no batch {batch!r} is recorded")
 
     def _accept(self, unit: UnitOfWork, value: Any) -> Outcome:
         return accept(unit, decode(value, self.info.origin, unit.now), self._stored_entry)

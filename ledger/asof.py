@@ -23,10 +23,12 @@ class AsOf:
     def parse(cls, text: str | None, size: int) -> AsOf | None:
         if text is None:
             return None
-        if re.fullmatch(r"\d+", text):
-            if int(text) >= size:
-                raise NotFound(f"as_of {text} is past the end of the log (size {size})")
-            return cls(seq=int(text))
+        if re.fullmatch(r"[0-9]+", text):  # ASCII digits only; no int() of a huge text
+            digits = text.lstrip("0") or "0"
+            if len(digits) > len(str(size)) or int(digits) >= size:
+                shown = text if len(text) <= 24 else f"{text[:20]}..."
+                raise NotFound(f"as_of {shown} is past the end of the log (size {size})")
+            return cls(seq=int(digits))
         try:
             return cls(at=parse_time(text))
         except ValueError:

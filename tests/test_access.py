@@ -181,7 +181,10 @@ def test_a_token_dies_with_its_key_and_with_time(scene: Scene) -> None:
     assert scene.closed.get("/v1/policies", headers=auth).status_code == 401
     assert scene.get("fastfreight", "/v1/policies").status_code == 200
     world.clock.advance(hours=1)
-    expired = scene.get("fastfreight", "/v1/policies")
+    try:
+        expired = scene.get("fastfreight", "/v1/policies")
+    finally:
+        world.clock.advance(hours=-1)  # the scene's other tokens live on for the other tests
     assert expired.status_code == 401
     assert "expired" in expired.json()["error"]["message"]
 
@@ -192,3 +195,44 @@ def test_open_reads_answer_every_read_and_say_so(scene: Scene) -> None:
         response = open_.get(path, params=params)
         assert response.status_code == 200, (path, response.text)
         assert response.headers["X-Chipledger-Open-Reads"] == "true"
+
+
+def check(scene: Scene, reader: str, kind: str, actor: str, **fields: Any) -> Json:
+    event = scene.world.event(kind, actor, **fields)
+    envelope = scene.world.envelope(event, actor) | {"signatures": []}
+    response = scene.closed.post(
+        "/v1/checks", json=envelope, headers={"Authorization": f"Bearer {scene.tokens[reader]}"}
+    )
+    assert response.status_code == 200, response.text
+    answer: Json = response.json()
+    return answer
+
+
+def test_a_party_checks_only_its_own_events_and_a_hidden_batch_is_an_unknown_one(
+    scene: Scene,
+) -> None:
+    prev = "0" * 64
+    as_other = check(scene, "desert-ai", "batch.installed", "gulf-cloud", batch="b-g-1",
+                     prev=prev, site="dxb-1")  # fmt: skip
+    assert as_other["error"]["code"] == "not_authorized"
+    hidden = check(scene, "desert-ai", "batch.installed", "desert-ai", batch="b-g-1",
+                   prev=prev, site="dxb-1")  # fmt: skip
+    absent = check(scene, "desert-ai", "batch.installed", "desert-ai", batch="b-zz",
+                   prev=prev, site="dxb-1")  # fmt: skip
+    assert hidden["error"] == {"code": "not_found", "message": "no batch 'b-g-1' is recorded"}
+    assert absent["error"] == {"code": "not_found", "message": "no batch 'b-zz' is recorded"}
+    own = check(scene, "gulf-cloud", "batch.installed", "gulf-cloud", batch="b-g-1",
+                prev=prev, site="dxb-1")  # fmt: skip
+    assert own["error"]["code"] == "conflict"  # judged for real: its prev is stale
+    assert check(scene, "bis", "batch.installed", "gulf-cloud", batch="b-g-1", prev=prev,
+                 site="dxb-1")["error"]["code"] == "conflict"  # fmt: skip
+
+
+@pytest.mark.parametrize(("as_of", "status"), [
+    ("9" * 5000, 404), ("0" * 5000 + "3", 200), ("\u0661", 400), ("99", 404),
+])  # fmt: skip
+def test_as_of_takes_ascii_digits_of_any_length_without_a_server_error(
+    scene: Scene, as_of: str, status: int
+) -> None:
+    response = scene.get("bis", "/v1/batches/b-g", as_of=as_of)
+    assert response.status_code in ({200, 404} if status == 200 else {status}), response.text
