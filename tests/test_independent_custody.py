@@ -24,7 +24,7 @@ from tests.independent.client import (
     Signer,
     Step,
     Timeline,
-    envelope_hash,
+    accepted_step,
     format_time,
     init_ledger,
     make_event,
@@ -85,15 +85,7 @@ class Custody:
         return [self.signers[party] for party in parties]
 
     def submit(self, event: JSONObject, signers: Sequence[Signer]) -> Step:
-        envelope = sign(event, signers)
-        response = self.client.post_event(envelope)
-        assert response.status_code == 201, (
-            f"{event['type']} {event.get('batch', '')}: {response.status_code} {response.text}"
-        )
-        receipt: JSONObject = response.json()
-        assert receipt["envelope_hash"] == envelope_hash(envelope)
-        assert receipt["id"] == event["id"]
-        return Step(event, envelope, receipt)
+        return accepted_step(self.client, event, signers)
 
     # registry
 

@@ -32,8 +32,8 @@ from tests.independent.client import (
     Signer,
     Step,
     Timeline,
+    accepted_step,
     canonical,
-    envelope_hash,
     init_ledger,
     make_event,
     now,
@@ -100,20 +100,14 @@ class World:
         return [self.signers[party] for party in parties]
 
     def submit(self, event: JSONObject, signers: Sequence[Signer]) -> Step:
-        envelope = sign(event, signers)
-        response = self.client.post_event(envelope)
-        assert response.status_code == 201, (
-            f"{event['type']} {event.get('batch', '')}: {response.status_code} {response.text}"
-        )
-        receipt: JSONObject = response.json()
-        assert receipt["envelope_hash"] == envelope_hash(envelope)
-        assert receipt["id"] == event["id"]
+        step = accepted_step(self.client, event, signers)
+        receipt = step.receipt
         assert isinstance(receipt["findings"], list)
         for finding in receipt["findings"]:
             assert_flag_shape(finding)
             assert finding["seq"] == receipt["seq"], "a receipt's findings are its own event's"
             assert finding["rule"] not in TIME_JUDGED, "time-judged rules are never stored"
-        return Step(event, envelope, receipt)
+        return step
 
     # registry
 

@@ -374,6 +374,19 @@ def init_ledger(directory: Path, trust_root: Signer) -> tuple[Path, Path]:
     return store, log_key
 
 
+def accepted_step(client: LedgerClient, event: JSONObject, signers: Sequence[Signer]) -> Step:
+    """Sign `event`, post it, and insist it is accepted (201) with a receipt that names it."""
+    envelope = sign(event, signers)
+    response = client.post_event(envelope)
+    assert response.status_code == 201, (
+        f"{event['type']} {event.get('batch', '')}: {response.status_code} {response.text}"
+    )
+    receipt: JSONObject = response.json()
+    assert receipt["envelope_hash"] == envelope_hash(envelope)
+    assert receipt["id"] == event["id"]
+    return Step(event, envelope, receipt)
+
+
 class ServerStartError(RuntimeError):
     pass
 
