@@ -65,7 +65,7 @@ def accept(
         unit,
         built(events.Accepted, seq=unit.next_seq, envelope_hash=decoded.envelope_hash),
     )
-    unit.note_changes(_batches_named(event))  # the counters the rules read move first
+    unit.note_changes(_batches_named(event), before)  # the counters the rules read move first
     findings = judge(Case(event, unit, unit.next_seq, pack, before))
     return built(Outcome, receipt=_append(unit, decoded, findings), repeated=False)
 

@@ -35,22 +35,20 @@ EVERYONE = Reader()
 def sees_batch(
     reader: Reader,
     batch_id: str,
-    involved: Callable[[str], Collection[str]],
+    involved: Callable[[str, list[str]], bool],
     parent_of: Callable[[str], str | None],
 ) -> bool:
-    """Whether `reader` sees the batch: involved with it, or with an ancestor it split from."""
+    """Whether `reader` sees the batch: involved with it, or with an ancestor it split from
+    (`involved(party, batches)`: was the party ever involved with any of them)."""
     if reader.sees_all:
         return True
     assert reader.party is not None
-    mine = involved(reader.party)
-    seen: set[str] = set()
+    lineage: list[str] = []
     current: str | None = batch_id
-    while current is not None and current not in seen:
-        if current in mine:
-            return True
-        seen.add(current)
+    while current is not None and current not in lineage:
+        lineage.append(current)
         current = parent_of(current)
-    return False
+    return involved(reader.party, lineage)
 
 
 def sees_party(reader: Reader, party: str) -> bool:

@@ -185,6 +185,7 @@ class License(Aggregate):
     if TYPE_CHECKING:
         terms: wire.LicenseSpec
         granted_seq: int
+        granted_at: datetime
         revoked_seq: int | None
         revoked_reason: str | None
         used_quantity: int
@@ -197,6 +198,7 @@ class License(Aggregate):
     def _(self, event: events.LicenseGranted) -> None:
         self.terms = event.fact.license
         self.granted_seq = event.accepted.seq
+        self.granted_at = event.fact.at
         self.revoked_seq = None
         self.revoked_reason = None
         self.used_quantity = 0

@@ -24,7 +24,7 @@ from eventsourcing.application import (
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError
 
-from ledger import access, events, merkle, sessions
+from ledger import access, events, merkle, sessions, timejudged
 from ledger.acceptance import accept
 from ledger.access import EVERYONE, Reader, needs_all
 from ledger.aggregates import LEDGER_ID, LOG_ID, LedgerInfo, License, stream_id
@@ -50,10 +50,12 @@ from ledger.errors import (
 from ledger.notes import verifier_key
 from ledger.persistence import store_env
 from ledger.policy import PolicyBook, in_force
-from ledger.projections import AtSites, Projections, tally
+from ledger.readmodels import tally
+from ledger.readqueries import ReadStore
+from ledger.rebuild import rebuild
 from ledger.recorders import PostgresLedgerRecorder, SQLiteLedgerRecorder
-from ledger.replay import PAGE, batch_as_of, catch_up
-from ledger.rules import Clocked, judge_now
+from ledger.replay import PAGE, batch_as_of, fold
+from ledger.rules import judge_now
 from ledger.transparency import Log
 from ledger.unit import UnitOfWork, micros
 from ledger.views import (
@@ -112,7 +114,8 @@ class Ledger(Application[UUID]):
         self._log_signer: Signer | None = None
         self.session_lifetime = sessions.LIFETIME
         self._log: Log | None = None
-        self.projections = Projections()
+        recorder = self.ledger_recorder()
+        self.reads = ReadStore(recorder.datastore, recorder.dialect, recorder.events_table_name)
         self._refresh(opening=True)
 
     # -- setting up ---------------------------------------------------------------------------
@@ -176,6 +179,7 @@ class Ledger(Application[UUID]):
     def _refresh(self, opening: bool = False) -> None:
         """Read what other writers may have changed: the ledger, the log head, the genesis."""
         self._repository = self.construct_repository()  # a fresh aggregate cache
+        self.reads.clear()
         try:
             self._info = self.repository.get(LEDGER_ID)
         except AggregateNotFoundError:
@@ -186,7 +190,8 @@ class Ledger(Application[UUID]):
         self._log = None  # its cached right edge may be stale
         self._backfill_event_ids()
         self._backfill_tree(exact=opening)
-        catch_up(self, self.projections)
+        if self.reads.position() < self._next_seq:
+            rebuild(self)  # a store written before the read models were kept in it
 
     def _backfill_event_ids(self) -> None:
         """Give a store written before the event-id table existed its rows, from its log.
@@ -229,11 +234,12 @@ class Ledger(Application[UUID]):
             recorder.write_log(tree, None)
             log.committed(start + len(found), tree)
 
-    def rebuilt_projections(self) -> Projections:
-        """The read models built afresh from the stored events (they must equal the live ones)."""
-        projections = Projections()
-        catch_up(self, projections)
-        return projections
+    def rebuild_read_models(self) -> int:
+        """`chipledger rebuild`: recompute the read models from the log; return its size."""
+        with self._lock:
+            size = rebuild(self)
+            self._refresh()
+            return size
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -357,9 +363,13 @@ class Ledger(Application[UUID]):
         unit.tree, checkpoint = self.tlog.rows(
             unit.entries[0].seq, [entry.envelope for entry in unit.entries]
         )
+        reads = unit.read_changes
+        for found in unit.findings:
+            reads.on_findings(found.seq, found.at, found.findings)
+        reads.position = unit.next_seq
         notification_ids = self.recorder.insert_events(
             stored, event_ids=event_ids, signatures=unit.signed, tree=unit.tree,
-            checkpoint=checkpoint,
+            checkpoint=checkpoint, reads=reads,
         )  # fmt: skip
         assert notification_ids, "an application recorder returns notification ids"
         if (cache := self.repository.cache) is not None:
@@ -382,26 +392,18 @@ class Ledger(Application[UUID]):
             return
         self._next_seq, self._genesis = unit.next_seq, unit.genesis
         self.tlog.committed(unit.next_seq, unit.tree)
-        self.projections.streams.update(stream.int for stream in created)
-        for change in unit.changes:
-            self.projections.on_batch(change)
-        for found in unit.findings:
-            self.projections.flags.on_findings(found)
-        unit.counters.commit()
-        self.projections.position = position
+        self.reads.committed(unit.read_changes)
 
     def _unit(self, careful: bool = True) -> UnitOfWork:
         return UnitOfWork(
             self.repository,
-            known=self.projections.streams,
+            self.reads,
             next_seq=self._next_seq,
             now=self.clock(),
             genesis=self._genesis,
             trust_root=self.info.authority_key,
-            serial_holder=self.projections.serials.current.get,
             event_ids=self._select_event_ids,
             careful=careful,
-            counters=self.projections.counters,
             signed_after=self._signed_after,
         )
 
@@ -519,11 +521,7 @@ class Ledger(Application[UUID]):
     ) -> SerialView:
         with self._lock:
             self._sync()
-            index = self.projections.serials
-            if as_of is None:
-                found = index.current.get(serial)
-            else:
-                found = index.holder_as_of(serial, as_of.seq, as_of.at)
+            found = self.reads.serial(serial, as_of)
             if found is not None and not self._sees_batch(reader, found):
                 found = None
         if found is None:
@@ -538,11 +536,7 @@ class Ledger(Application[UUID]):
             hidden = not access.sees_party(reader, party)
             if hidden or self.repository_get(stream_id("party", party)) is None:
                 raise NotFound(f"no party {party!r} is registered")
-            if as_of is None:
-                return AllocationView.of(party, self.projections.holdings.tally(party))
-            involved = sorted(self.projections.involvement.batches.get(party, ()))
-            states = [self._batch_or_none(b, as_of) for b in involved]
-            return AllocationView.of(party, tally([s.snapshot() for s in states if s], party))
+            return AllocationView.of(party, tally(self.reads.rows(("party", party), as_of), party))
 
     # -- licenses, rule packs, flags (PROTOCOL.md section 6) -------------------------------------
 
@@ -552,10 +546,7 @@ class Ledger(Application[UUID]):
         with self._lock:
             self._sync()
             sid = stream_id("license", license_id)
-            if as_of is None:
-                found = self.repository_get(sid)
-            else:
-                found = _fold(self.events.get(sid), as_of)
+            found = self.repository_get(sid) if as_of is None else fold(self.events.get(sid), as_of)
             clock = as_of.at if as_of is not None and as_of.at is not None else self.clock()
         if not isinstance(found, License) or not access.sees_party(reader, found.terms.holder):
             raise NotFound(f"no license {license_id!r} was granted")
@@ -579,7 +570,7 @@ class Ledger(Application[UUID]):
         with self._lock:
             self._sync()
             sid = stream_id("policy", "book")
-            book = self.repository_get(sid) if as_of is None else _fold(self.events.get(sid), as_of)
+            book = self.repository_get(sid) if as_of is None else fold(self.events.get(sid), as_of)
             clock = as_of.at if as_of is not None and as_of.at is not None else self.clock()
         return in_force(book if isinstance(book, PolicyBook) else None, clock).raw
 
@@ -591,10 +582,9 @@ class Ledger(Application[UUID]):
         """
         with self._lock:
             self._sync()
-            seq, at = (as_of.seq, as_of.at) if as_of is not None else (None, None)
-            found = self.projections.flags.select(where, seq, at)
-            seen = (
-                self._clocked(self.clock()) if as_of is None else self._clocked_as_of(as_of, where)
+            found = self.reads.flags(where, as_of)
+            seen = timejudged.clocked(
+                self.reads, self.repository_get, self.events.get, where, as_of, self.clock()
             )
             found += [
                 flag
@@ -608,48 +598,6 @@ class Ledger(Application[UUID]):
                     if access.sees_flag(reader, flag, lambda b: self._sees_batch(reader, b))
                 ]
         return FlagsView(flags=sorted(found, key=lambda flag: flag["seq"]))
-
-    def _clocked(self, now: datetime) -> Clocked:
-        def site(site_id: str) -> Any:
-            return self.repository_get(stream_id("site", site_id))
-
-        def license_(license_id: str) -> Any:
-            return self.repository_get(stream_id("license", license_id))
-
-        book = self.repository_get(stream_id("policy", "book"))
-        pack = in_force(book if isinstance(book, PolicyBook) else None, now)
-        return Clocked(list(self.projections.at_sites.held.values()), site, license_, pack, now)
-
-    def _clocked_as_of(self, as_of: AsOf, where: dict[str, str]) -> Clocked:
-        """What the time-judged rules see as of the past: each batch ever at a site folded up to
-        `as_of` (only the one asked for, when the read names a batch), sites, licenses and the
-        pack as they were. Its cost grows with the batches ever at a site: a read of history."""
-        now = as_of.at if as_of.at is not None else self.clock()
-
-        def folded(kind: str, name: str) -> Any:
-            return _fold(self.events.get(stream_id(kind, name)), as_of)
-
-        ever = self.projections.at_sites.ever
-        wanted = [where["batch"]] if "batch" in where else sorted(ever)
-        at_sites = AtSites()
-        for batch_id in (b for b in wanted if b in ever):
-            batch: Batch | None = None
-            stored: Iterable[Any] = self.events.get(stream_id("batch", batch_id))
-            for event in stored:
-                if not as_of.includes(event.accepted.seq, event.fact.at):
-                    break
-                batch = event.mutate(batch)
-                assert batch is not None  # every batch event leaves a batch
-                at_sites.on_batch(batch.snapshot())
-        book = folded("policy", "book")
-        pack = in_force(book if isinstance(book, PolicyBook) else None, now)
-        return Clocked(
-            list(at_sites.held.values()),
-            lambda site_id: folded("site", site_id),
-            lambda license_id: folded("license", license_id),
-            pack,
-            now,
-        )
 
     def repository_get(self, aggregate_id: UUID) -> Any:
         try:
@@ -750,8 +698,7 @@ class Ledger(Application[UUID]):
             found = self.repository_get(stream_id("batch", name))
             return found.parent if isinstance(found, Batch) else None
 
-        involved = self.projections.involvement.batches
-        return access.sees_batch(reader, batch_id, lambda p: involved.get(p, ()), parent_of)
+        return access.sees_batch(reader, batch_id, self.reads.involved, parent_of)
 
     def _visible(self, reader: Reader, batch_id: str) -> None:
         """A batch the reader may not see is answered as one that does not exist."""

@@ -139,6 +139,7 @@ class Fabricate(Command[wire.BatchFabricated]):
             )
         if unit.batch(event.batch) is not None:
             raise Conflict(f"batch id {event.batch!r} is taken; a batch id is never reused")
+        unit.prefetch("claim", (f"serial:{serial}" for serial in event.serials or []))
         for serial in event.serials or []:
             if (claim := unit.claim(f"serial:{serial}")) is not None:
                 raise Conflict(f"serial {serial!r} was fabricated before, in batch {claim.owner!r}")
@@ -204,6 +205,7 @@ class Deliver(BatchCommand[wire.BatchDelivered]):
         self, event: wire.BatchDelivered, unit: UnitOfWork, accepted: events.Accepted
     ) -> None:
         super().apply(event, unit, accepted)
+        unit.prefetch("claim", (f"serial:{serial}" for serial in event.serials or ()))
         for serial in event.serials or ():
             if unit.claim(f"serial:{serial}") is None:
                 unit.take(f"serial:{serial}", event.batch)  # first seen here: unique from now on
@@ -291,6 +293,7 @@ class Split(BatchCommand[wire.BatchSplit]):
     stored = events.BatchSplit
 
     def state(self, event: wire.BatchSplit, batch: Batch, unit: UnitOfWork) -> None:
+        unit.prefetch("batch", (part.batch for part in event.into))
         for part in event.into:
             if unit.batch(part.batch) is not None:
                 raise Conflict(f"batch id {part.batch!r} is taken; a batch id is never reused")

@@ -29,6 +29,9 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 
+from ledger import readstore
+from ledger.readmodels import Changes
+
 EventIdRow = tuple[str, int, str]  # event id, the seq that accepted it, its payload digest
 EVENT_IDS_TABLE = "ledger_event_ids"
 _INSERT_ID = "INSERT INTO ledger_event_ids VALUES (?,?,?)"
@@ -49,9 +52,12 @@ _AFTER_KEY = "WHERE (originator_id, originator_version) > (?, ?) "
 
 
 class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
+    dialect = readstore.Dialect(postgres=False)
+
     def construct_create_table_statements(self) -> list[str]:
         return [
             *super().construct_create_table_statements(),
+            *self.dialect.ddl(),
             f"CREATE TABLE IF NOT EXISTS {EVENT_IDS_TABLE} (event_id TEXT PRIMARY KEY, "
             "seq INTEGER NOT NULL, digest TEXT NOT NULL) WITHOUT ROWID",
             "CREATE TABLE IF NOT EXISTS ledger_signatures (keyid TEXT NOT NULL, "
@@ -75,6 +81,7 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
         signatures: Sequence[SignatureRow] = (),
         tree: Sequence[TreeRow] = (),
         checkpoint: CheckpointRow | None = None,
+        reads: Changes | None = None,
         **kwargs: Any,
     ) -> Sequence[int] | None:
         # One executemany, not the library's execute per row: within the transaction's
@@ -97,6 +104,8 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
             c.executemany(_INSERT_TREE, tree)
         if checkpoint is not None:
             c.execute(_INSERT_CHECKPOINT, checkpoint)
+        if reads is not None:
+            readstore.write(c, self.dialect, reads)
         return list(range(last - len(stored_events) + 1, last + 1))
 
     def backfill_event_ids(
@@ -233,6 +242,7 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"
     ) -> None:
         super().__init__(datastore, events_table_name=events_table_name)
+        self.dialect = readstore.Dialect(postgres=True, schema=datastore.schema)
         table = Identifier(datastore.schema, EVENT_IDS_TABLE)
         self.sql_create_statements.append(
             SQL(
@@ -302,6 +312,7 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
             "SELECT party, keyid, expires FROM {t} WHERE token_hash = %s"
         ).format(t=sessions)
         self._session_id_used = SQL("SELECT 1 FROM {t} WHERE event_id = %s").format(t=session_ids)
+        self.sql_create_statements += [SQL(s) for s in self.dialect.ddl()]  # type: ignore[misc]  # our own text
 
     def _insert_events(
         self,
@@ -312,6 +323,7 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         signatures: Sequence[SignatureRow] = (),
         tree: Sequence[TreeRow] = (),
         checkpoint: CheckpointRow | None = None,
+        reads: Changes | None = None,
         **kwargs: Any,
     ) -> None:
         super()._insert_events(curs, stored_events, **kwargs)
@@ -326,6 +338,8 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
             curs.executemany(self._insert_tree, tree)
         if checkpoint is not None:
             curs.execute(self._insert_checkpoint, checkpoint)
+        if reads is not None:
+            readstore.write(curs, self.dialect, reads)
 
     def backfill_event_ids(
         self, rows: Sequence[EventIdRow], signatures: Sequence[SignatureRow] = ()

@@ -20,7 +20,7 @@ from ledger.counters import COVERED, HELD, MODEL, TOTAL
 from ledger.events import BatchSnapshot
 from ledger.licensing import license_of
 from ledger.policy import Pack
-from ledger.projections import Held
+from ledger.readmodels import Held
 from ledger.unit import UnitOfWork
 
 Finding = dict[str, Any]

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ledger.batch import AT_A_SITE, Batch
-from ledger.projections import Tally
+from ledger.readmodels import Tally
 
 
 class View(BaseModel):

@@ -39,9 +39,17 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from ledger.application import Ledger
 from ledger.errors import Conflict, InvalidTransition, LedgerError, NotAuthorized, NotFound
-from ledger.projections import Projections, Tally
 from ledger.views import BatchView
-from tests.support import START, Clock, World, new_ledger, populate, stamp
+from tests.support import (
+    START,
+    Clock,
+    World,
+    assert_rebuild_equals_live,
+    new_ledger,
+    populate,
+    read_model_rows,
+    stamp,
+)
 
 ROLES = {"nvidia": "vendor", "gulf-cloud": "buyer", "desert-ai": "buyer", "fastfreight": "carrier"}
 OPERATORS = sorted(ROLES)
@@ -469,12 +477,11 @@ class CustodyMachine(RuleBasedStateMachine):
             self.check_replay()
 
     def check_replay(self) -> None:
-        live = _projections(self.ledger.projections)
-        assert _projections(self.ledger.rebuilt_projections()) == live
+        live = assert_rebuild_equals_live(self.ledger)
         reopened = Ledger(self.ledger.store, clock=self.ledger.clock)
         try:
             assert reopened.size() == self.ledger.size()
-            assert _projections(reopened.projections) == live
+            assert read_model_rows(reopened) == live
             for bid, view in self.views().items():
                 assert reopened.batch(bid) == view, bid
             for party in PARTIES:
@@ -500,25 +507,6 @@ def _counts(views: list[BatchView], key: Callable[[BatchView], str]) -> dict[str
     for view in views:
         counts[key(view)] += view.quantity
     return dict(counts)
-
-
-def _projections(projections: Projections) -> dict[str, Any]:
-    """The read models' contents; an empty tally or involvement reads as an absent one."""
-    holdings, serials = projections.holdings, projections.serials
-    return {
-        "shares": dict(holdings.shares),
-        "tallies": {party: t for party, t in holdings.tallies.items() if t != Tally()},
-        "serials": dict(serials.current),
-        "serials held": {bid: held for bid, held in serials.held.items() if held},
-        "serial history": {serial: list(past) for serial, past in serials.past.items()},
-        "involvement": {party: set(b) for party, b in projections.involvement.batches.items() if b},
-        "placed": dict(projections.counters.placed),
-        "site counters": {k: c for k, c in projections.counters.sites.items() if +c},
-        "owner counters": {k: c for k, c in projections.counters.owned.items() if +c},
-        "at sites": dict(projections.at_sites.held),
-        "ever at sites": set(projections.at_sites.ever),
-        "flags": list(projections.flags.flags),
-    }
 
 
 TestCustodySequences = CustodyMachine.TestCase
