@@ -18,7 +18,7 @@ from ledger.canonical import canonical, parse_json
 from ledger.crypto import Signer
 from ledger.errors import Conflict, LedgerError, NotFound
 from ledger.signing import envelope, read_public_key, read_signer, write_key_pair, write_secret
-from tools import audit_cli, bundle_cli
+from tools import audit_cli, bundle_cli, store_cli
 
 DEFAULT_STORE = "./var/chipledger.db"
 DEFAULT_LOG_KEY = Path("./var/log.key")
@@ -257,6 +257,7 @@ class Refused(LedgerError):
 
 bundle_cli.register(app)  # export-bundle, verify
 audit_cli.register(app)  # audit
+store_cli.register(app)  # rebuild
 
 
 def _read(path: Path) -> bytes:
