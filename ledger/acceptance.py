@@ -86,6 +86,18 @@ def _batches_named(event: Any) -> list[str]:
     return [event.batch, *children]
 
 
+def created_streams(found: list[Any]) -> dict[str, list[str]]:
+    """The batch and serial streams these events would create, by kind (to look up at once)."""
+    names: dict[str, list[str]] = {"batch": [], "claim": []}
+    for event in found:
+        if isinstance(event, wire.BatchFabricated):
+            names["batch"].append(event.batch)
+            names["claim"] += [f"serial:{serial}" for serial in event.serials or ()]
+        elif isinstance(event, wire.BatchSplit):
+            names["batch"] += [part.batch for part in event.into]
+    return {kind: found for kind, found in names.items() if found}
+
+
 def _repeat(unit: UnitOfWork, decoded: Decoded, stored_entry: EntryReader) -> Receipt | None:
     accepted = unit.accepted_id(decoded.event.id)
     if accepted is None:

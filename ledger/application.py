@@ -25,7 +25,7 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError
 
 from ledger import access, events, merkle, sessions, timejudged
-from ledger.acceptance import accept
+from ledger.acceptance import accept, created_streams
 from ledger.access import EVERYONE, Reader, needs_all
 from ledger.aggregates import LEDGER_ID, LOG_ID, LedgerInfo, License, stream_id
 from ledger.ahead import ahead
@@ -96,7 +96,7 @@ class Ledger(Application[UUID]):
 
     name = "Ledger"
     env = {  # noqa: RUF012 (the library reads this class attribute)
-        "AGGREGATE_CACHE_MAXSIZE": "50000",
+        "AGGREGATE_CACHE_MAXSIZE": "10000",  # bounded: memory must not grow with the log
         "AGGREGATE_CACHE_FASTFORWARD": "n",
         # Units change cached aggregates in place, under the lock; a refused unit evicts
         # what it changed (`_discard`), so nothing uncommitted outlives it.
@@ -304,6 +304,9 @@ class Ledger(Application[UUID]):
         outcomes: list[Outcome] = []
         with ahead(envelopes, self.info.origin, unit.now) as batch:
             for chunk in batch.chunks(lambda kid: _public_key(unit, kid)):
+                news = [d.event for d, _ in chunk if isinstance(d, Decoded)]
+                for kind, names in created_streams(news).items():
+                    unit.prefetch(kind, names)  # one query for the chunk, not one per name
                 if unit.careful:
                     unit.prefetch_event_ids(d.event.id for d, _ in chunk if isinstance(d, Decoded))
                 for item, verified in chunk:

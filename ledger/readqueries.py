@@ -29,7 +29,8 @@ _LATEST = (
     "(SELECT MAX(x.seq) FROM {{rm_batch_log}} x WHERE x.batch = h.batch AND x.seq <= ? "
     "AND x.at <= ?)"
 )
-_NOW = "SELECT * FROM {{rm_batches}} WHERE batch IN ({candidates})"
+_NOW = "SELECT * FROM {{rm_batches}} h WHERE h.batch IN ({candidates})"
+_HELD = " AND h.status IN ('delivered', 'installed') AND h.site IS NOT NULL"
 _CANDIDATES = {
     "party": "SELECT batch FROM {{rm_involved}} WHERE party = ?",
     "batch": "?",
@@ -173,17 +174,22 @@ class ReadStore:
         )
         return rows[0]["batch"] if rows else None
 
-    def rows(self, about: tuple[str | None, str], as_of: AsOf | None = None) -> list[BatchRow]:
+    def rows(
+        self, about: tuple[str | None, str], as_of: AsOf | None = None, held: bool = False
+    ) -> list[BatchRow]:
         """The rows, now or as of, of the batches `about` names: ("party", id) the batches it
-        was ever involved with, ("batch"|"site"|"license", id), or (None, "") every batch."""
+        was ever involved with, ("batch"|"site"|"license", id), or (None, "") every batch;
+        `held`: only those delivered or installed then."""
         kind, value = about
         params: list[Any] = [value] if kind is not None else []
+        only = _HELD if held else ""
         if as_of is None:
             candidates = _CANDIDATES[kind].format(table="{rm_batches}")
-            return [batch_row(r) for r in self._rows(_NOW.format(candidates=candidates), params)]
+            text = _NOW.format(candidates=candidates) + only
+            return [batch_row(r) for r in self._rows(text, params)]
         candidates = _CANDIDATES[kind].format(table="{rm_batch_log}")
-        found = self._rows(_LATEST.format(candidates=candidates), [*params, *bounds(as_of)])
-        return [batch_row(r) for r in found]
+        text = _LATEST.format(candidates=candidates) + only
+        return [batch_row(r) for r in self._rows(text, [*params, *bounds(as_of)])]
 
     def involved(self, party: str, batches: Sequence[str]) -> bool:
         """Whether the party was ever owner, holder or consignee of any of `batches`."""

@@ -17,7 +17,8 @@ schema. Times are whole microseconds since 1970.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from ledger.readmodels import COLUMNS, BatchRow, Changes
@@ -136,9 +137,13 @@ class _Runner:
             self.cursor.executemany(self.dialect.sql(_WRITES[name]), rows)
 
 
+_VALUES = attrgetter(*COLUMNS)
+
+
 def _values(row: BatchRow) -> tuple[Any, ...]:
     """A row's values as both dialects take them (booleans as 0 and 1)."""
-    return tuple(int(v) if isinstance(v, bool) else v for v in astuple(row))
+    values: tuple[Any, ...] = _VALUES(row)
+    return (*values[:-2], int(row.site_covered), int(row.entity_covered))
 
 
 def batch_row(row: Any) -> BatchRow:

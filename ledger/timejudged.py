@@ -46,7 +46,7 @@ def clocked(
 ) -> Clocked:  # fmt: skip
     """What the time-judged rules see for this read: `as_of` a time T is judged at T, a seq
     (or none) at `clock`, on the state after the entries the read includes."""
-    rows = reads.rows(about(where), as_of) if concerned(where) else []
+    rows = reads.rows(about(where), as_of, held=True) if concerned(where) else []
     held = [Held.of(row) for row in rows if row.held]
     book_id = stream_id("policy", "book")
     if as_of is None:
