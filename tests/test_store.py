@@ -8,7 +8,9 @@ original receipts) and section 8 (`seq` is a dense, zero-based counter).
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -395,6 +397,23 @@ def test_writer_opened_before_genesis_accepts_registrations_after_the_other_reco
 
     assert (outcome.repeated, outcome.receipt.seq) == (False, 1)
     assert second.ledger_info().authority.party == "bis"
+
+
+def test_servers_opening_one_store_at_the_same_moment_all_open_and_read_one_ledger(
+    open_ledger: OpenLedger, world: World
+) -> None:
+    first = open_ledger(init=True)
+    first.submit(world.genesis())
+    barrier = threading.Barrier(6)
+
+    def open_at_once(_: int) -> Ledger:
+        barrier.wait(timeout=30)
+        return open_ledger()  # each server (or worker) of a store opens it as it starts
+
+    with ThreadPoolExecutor(6) as pool:
+        opened = list(pool.map(open_at_once, range(6)))
+
+    assert [ledger.size() for ledger in opened] == [1] * 6
 
 
 # -- init --------------------------------------------------------------------------------------
