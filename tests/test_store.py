@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from eventsourcing.persistence import OperationalError
 from eventsourcing.sqlite import SQLiteRecorder
 
 from ledger.application import Ledger
@@ -414,6 +415,28 @@ def test_servers_opening_one_store_at_the_same_moment_all_open_and_read_one_ledg
         opened = list(pool.map(open_at_once, range(6)))
 
     assert [ledger.size() for ledger in opened] == [1] * 6
+
+
+def test_a_reader_whose_catch_up_the_store_cut_short_catches_up_on_its_next_read(
+    open_ledger: OpenLedger, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = open_ledger(init=True)
+    populate(first, world)
+    second = open_ledger()
+    made = world.event("batch.fabricated", "nvidia", batch="b-9", model="H200", quantity=1,
+                       country="TW", serials=["s-9"])  # fmt: skip
+    first.submit(world.envelope(made, "nvidia"))
+    read_notifications = second.recorder.select_notifications
+
+    def gone_once(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(second.recorder, "select_notifications", read_notifications)
+        raise OperationalError("the store went away for a moment")
+
+    monkeypatch.setattr(second.recorder, "select_notifications", gone_once)
+    with pytest.raises(OperationalError):
+        second.serial("s-9")  # its catch-up fails half way: the log head is already read
+
+    assert second.serial("s-9").batch == "b-9"
 
 
 # -- init --------------------------------------------------------------------------------------
