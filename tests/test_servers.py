@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -398,32 +397,6 @@ def test_workers_on_one_sqlite_file_race_writes_into_one_dense_log_without_a_5xx
     tmp_path: Path, start: Callable[[str, Layout], Cluster]
 ) -> None:
     run_races(start(str(tmp_path / "ledger.db"), SQLITE), SQLITE.scale)
-
-
-def test_a_write_that_finds_the_sqlite_file_locked_answers_503_with_retry_after_not_500(
-    tmp_path: Path, start: Callable[[str, Layout], Cluster], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Another writer holds the file's write lock past the busy timeout: PROTOCOL section 6
-    `unavailable`, nothing stored; the same envelope sent again is then accepted."""
-    monkeypatch.setenv("SQLITE_LOCK_TIMEOUT", "1")  # the library's busy timeout, in seconds
-    store = str(tmp_path / "ledger.db")
-    cluster = start(store, Layout("sqlite-locked", workers=(1,), scale=0))
-    set_up(cluster)
-    url, size = cluster.urls[0], ledger_size(cluster, cluster.urls[0])
-    envelope = sign(fabrication("locked-out"), [VENDOR])
-    holder = sqlite3.connect(store, isolation_level=None)
-    try:
-        holder.execute("BEGIN IMMEDIATE")
-        answer = cluster.client(url).post_event(envelope)
-    finally:
-        holder.close()
-
-    assert answer.status_code == 503, answer.text
-    assert (answer.json()["error"]["code"], answer.headers["Retry-After"]) == ("unavailable", "1")
-    assert ledger_size(cluster, url) == size
-    assert_unknown(cluster, "locked-out")
-    again = cluster.client(url).post_event(envelope)
-    assert (again.status_code, again.json()["seq"]) == (201, size), again.text
 
 
 def test_serve_stops_with_exit_1_when_its_workers_cannot_open_the_ledger(tmp_path: Path) -> None:
