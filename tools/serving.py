@@ -42,10 +42,11 @@ class Serving:
 
     def open(self) -> Ledger:
         """The ledger, holding its log key (refused if it is not this ledger's)."""
+        signer = read_signer(Path(self.log_key))  # before the heavy import and the store
         from ledger.application import Ledger
 
         ledger = Ledger(self.store)
-        ledger.use_log_key(read_signer(Path(self.log_key)))
+        ledger.use_log_key(signer)
         ledger.session_lifetime = timedelta(minutes=self.session_minutes)
         return ledger
 
