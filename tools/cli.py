@@ -111,14 +111,15 @@ def serve(
     connections, then serves until interrupted. Several servers, or `--workers N`, may serve
     one store: the store serializes their writes (docs/operations.md).
     """
-    from tools.serving import Serving, bind
+    from tools.serving import Serving, bind, shown
     from tools.serving import run as run_server
 
     serving = Serving(store, str(log_key), open_reads, session_minutes)
     ledger = serving.open()  # refuses a store without a ledger, or a key that is not its own
     sock = bind(host, port)
     bound = sock.getsockname()[1]
-    typer.echo(f"chipledger {ledger.info.origin}: {ledger.size()} entries in {store}", err=True)
+    entries = f"{ledger.size()} entries in {shown(store)}"
+    typer.echo(f"chipledger {ledger.info.origin}: {entries}", err=True)
     typer.echo(f"OpenAPI docs on http://{host}:{bound}/docs", err=True)
     typer.echo(f"listening on http://{host}:{bound}", err=True)
     run_server(serving, ledger, sock, workers)

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 from ledger.errors import LedgerError
 from ledger.signing import read_signer
@@ -81,6 +82,16 @@ def app_from_env() -> FastAPI:
     except Exception:
         traceback.print_exc()
     sys.exit(STARTUP_FAILURE)
+
+
+def shown(store: str) -> str:
+    """The store as `serve` prints it: a PostgreSQL URL without its password (the line goes
+    to the service's log)."""
+    parts = urlsplit(store)
+    if parts.password is None:
+        return store
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def bind(host: str, port: int) -> socket.socket:
