@@ -1,13 +1,15 @@
 """Ledger errors to HTTP, in one table; every error body is `{"error": {code, message}}`.
 
 No route catches a domain error: the handlers registered here turn each `LedgerError` into
-its PROTOCOL.md section 6 status, and anything unexpected into a 500 without a stack trace.
+its PROTOCOL.md section 6 status, a store that is busy or unreachable into a 503 with
+`Retry-After`, and anything unexpected into a 500 without a stack trace.
 """
 
 from __future__ import annotations
 
 import logging
 
+from eventsourcing.persistence import InterfaceError, OperationalError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -26,6 +28,7 @@ STATUS: dict[type[errors.LedgerError], int] = {
     errors.TooLarge: 413,
     errors.InvalidEvent: 422,
 }
+RETRY_AFTER_SECONDS = 1
 HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 log = logging.getLogger("chipledger.api")
 
@@ -65,6 +68,19 @@ async def validation_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body("bad_request", f"{where}: {first['msg']}"), status_code=400)
 
 
+async def unavailable(_: Request, exc: Exception) -> JSONResponse:
+    """The store cannot be read or written now: a SQLite file locked by another writer past
+    its busy timeout, a PostgreSQL server that does not answer. The unit of work was rolled
+    back; sending the request again is safe (a recorded envelope answers its receipt)."""
+    log.warning("the store is unavailable: %s", exc)
+    message = (
+        "the ledger's store is busy or unreachable, so nothing was done; send the request "
+        f"again in {RETRY_AFTER_SECONDS} s (an envelope already recorded answers its receipt)"
+    )
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    return JSONResponse(error_body("unavailable", message), status_code=503, headers=headers)
+
+
 async def unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error", exc_info=exc)
     message = "the ledger failed unexpectedly; nothing was stored. Report this to its operator."
@@ -75,4 +91,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.LedgerError, ledger_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(OperationalError, unavailable)  # PROTOCOL.md section 6
+    app.add_exception_handler(InterfaceError, unavailable)
     app.add_exception_handler(Exception, unexpected)

@@ -178,6 +178,13 @@ class Ledger(Application[UUID]):
 
     def _refresh(self, opening: bool = False) -> None:
         """Read what other writers may have changed: the ledger, the log head, the genesis."""
+        try:
+            self._reread(opening)
+        except BaseException:
+            self._next_seq = -1  # cut short by the store: the next read or write refreshes again
+            raise
+
+    def _reread(self, opening: bool) -> None:
         self._repository = self.construct_repository()  # a fresh aggregate cache
         self.reads.clear()
         try:

@@ -314,6 +314,15 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         self._session_id_used = SQL("SELECT 1 FROM {t} WHERE event_id = %s").format(t=session_ids)
         self.sql_create_statements += [SQL(s) for s in self.dialect.ddl()]  # type: ignore[misc]  # our own text
 
+    def _create_table(self, curs: Cursor[DictRow]) -> None:
+        # Servers opening one store at once would race on the library's CREATE OR REPLACE
+        # FUNCTION and fail to start ("tuple concurrently updated"): one at a time per schema,
+        # the lock held until this transaction ends.
+        curs.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"chipledger {self.datastore.schema}",)
+        )
+        super()._create_table(curs)
+
     def _insert_events(
         self,
         curs: Cursor[DictRow],

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import sqlite3
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
@@ -22,7 +23,7 @@ from ledger.application import MAX_BATCH, MAX_BATCH_BYTES, MAX_ENVELOPE_BYTES, L
 from ledger.canonical import canonical
 from ledger.crypto import Signer
 from ledger.notes import verifier_key
-from tests.support import LOG_SEED, ORIGIN, Clock, World, signer
+from tests.support import LOG_SEED, ORIGIN, Clock, World, new_ledger, populate, signer
 
 Json = dict[str, Any]
 POPULATED_SIZE = 8
@@ -503,3 +504,27 @@ def test_junk_body_gets_an_error_body_never_a_500(
     code = {400: "bad_request", 422: "invalid_event"}[response.status_code]
     assert_error(response, response.status_code, code)
     assert size(client) == POPULATED_SIZE
+
+
+def test_a_write_that_finds_the_store_locked_answers_503_with_retry_after_and_stores_nothing(
+    store: str, clock: Clock, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process (another server, another worker) holds the SQLite file's write lock
+    past the busy timeout: PROTOCOL section 6 `unavailable`, never a 500."""
+    monkeypatch.setenv("SQLITE_LOCK_TIMEOUT", "1")  # the library's busy timeout, in seconds
+    ledger = new_ledger(store, clock)
+    populate(ledger, world)
+    client = TestClient(create_app(ledger, open_reads=True), raise_server_exceptions=False)
+    envelope = world.party("desert-one", ["buyer"])
+    holder = sqlite3.connect(store, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        response = client.post("/v1/events", json=envelope)
+    finally:
+        holder.close()
+
+    assert_error(response, 503, "unavailable")
+    assert response.headers["Retry-After"] == "1"
+    assert size(client) == POPULATED_SIZE
+    again = client.post("/v1/events", json=envelope)
+    assert (again.status_code, again.json()["seq"]) == (201, POPULATED_SIZE), again.text

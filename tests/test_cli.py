@@ -37,6 +37,7 @@ from ledger.signing import envelope, write_secret
 from tests.support import ORIGIN, Clock, World, signer
 from tools.cli import main
 from tools.schemagen import all_schemas, render
+from tools.serving import shown
 
 BIN = Path(sys.executable).parent
 CHIPLEDGER = str(BIN / "chipledger")
@@ -402,6 +403,22 @@ def test_chipledger_console_script_is_installed() -> None:
 
     assert done.returncode == 0
     assert "Usage: chipledger" in ANSI.sub("", done.stdout)
+
+
+@pytest.mark.parametrize(
+    ("store", "printed"),
+    [
+        (
+            "postgresql://ledger:s3cret@db:5432/chip?schema=a",
+            "postgresql://ledger:***@db:5432/chip?schema=a",
+        ),
+        ("postgresql://ledger@db/chip", "postgresql://ledger@db/chip"),
+        ("var/chipledger.db", "var/chipledger.db"),
+    ],
+    ids=["password-hidden", "no-password", "sqlite"],
+)
+def test_serve_prints_its_store_without_a_password(store: str, printed: str) -> None:
+    assert shown(store) == printed  # the line goes to the service's log
 
 
 # -- submit against a real server --------------------------------------------------------------

@@ -8,11 +8,14 @@ original receipts) and section 8 (`seq` is a dense, zero-based counter).
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from eventsourcing.persistence import OperationalError
 from eventsourcing.sqlite import SQLiteRecorder
 
 from ledger.application import Ledger
@@ -396,6 +399,45 @@ def test_writer_opened_before_genesis_accepts_registrations_after_the_other_reco
 
     assert (outcome.repeated, outcome.receipt.seq) == (False, 1)
     assert second.ledger_info().authority.party == "bis"
+
+
+def test_servers_opening_one_store_at_the_same_moment_all_open_and_read_one_ledger(
+    open_ledger: OpenLedger, world: World
+) -> None:
+    first = open_ledger(init=True)
+    first.submit(world.genesis())
+    barrier = threading.Barrier(6)
+
+    def open_at_once(_: int) -> Ledger:
+        barrier.wait(timeout=30)
+        return open_ledger()  # each server (or worker) of a store opens it as it starts
+
+    with ThreadPoolExecutor(6) as pool:
+        opened = list(pool.map(open_at_once, range(6)))
+
+    assert [ledger.size() for ledger in opened] == [1] * 6
+
+
+def test_a_reader_whose_catch_up_the_store_cut_short_catches_up_on_its_next_read(
+    open_ledger: OpenLedger, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = open_ledger(init=True)
+    populate(first, world)
+    second = open_ledger()
+    made = world.event("batch.fabricated", "nvidia", batch="b-9", model="H200", quantity=1,
+                       country="TW", serials=["s-9"])  # fmt: skip
+    first.submit(world.envelope(made, "nvidia"))
+    read_notifications = second.recorder.select_notifications
+
+    def gone_once(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(second.recorder, "select_notifications", read_notifications)
+        raise OperationalError("the store went away for a moment")
+
+    monkeypatch.setattr(second.recorder, "select_notifications", gone_once)
+    with pytest.raises(OperationalError):
+        second.serial("s-9")  # its catch-up fails half way: the log head is already read
+
+    assert second.serial("s-9").batch == "b-9"
 
 
 # -- init --------------------------------------------------------------------------------------

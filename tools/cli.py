@@ -101,35 +101,28 @@ def serve(
     session_minutes: Annotated[
         int, typer.Option(min=1, help="How long a read token from POST /v1/sessions lasts.")
     ] = 60,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes sharing the socket, each its own ledger.")
+    ] = 1,
 ) -> None:
     """Serve the ledger's HTTP API (PROTOCOL.md section 6). `--port 0` picks a free port.
 
     Prints `listening on http://HOST:PORT` on standard error once the socket accepts
-    connections, then serves until interrupted.
+    connections, then serves until interrupted. Several servers, or `--workers N`, may serve
+    one store: the store serializes their writes (docs/operations.md).
     """
-    import socket
-    from datetime import timedelta
+    from tools.serving import Serving, bind, shown
+    from tools.serving import run as run_server
 
-    import uvicorn
-
-    from api import create_app
-    from ledger.application import Ledger
-
-    ledger = Ledger(store)
-    ledger.use_log_key(read_signer(log_key))  # refuses a key that is not the ledger's
-    ledger.session_lifetime = timedelta(minutes=session_minutes)
-    sock = socket.create_server((host, port))
-    # Accepted connections inherit this: without it Nagle's algorithm meets the client's
-    # delayed ACK and every response waits ~40 ms (asyncio only sets it for IPPROTO_TCP).
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    serving = Serving(store, str(log_key), open_reads, session_minutes)
+    ledger = serving.open()  # refuses a store without a ledger, or a key that is not its own
+    sock = bind(host, port)
     bound = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(ledger, open_reads=open_reads), log_level="warning", lifespan="off"
-    )
-    typer.echo(f"chipledger {ledger.info.origin}: {ledger.size()} entries in {store}", err=True)
+    entries = f"{ledger.size()} entries in {shown(store)}"
+    typer.echo(f"chipledger {ledger.info.origin}: {entries}", err=True)
     typer.echo(f"OpenAPI docs on http://{host}:{bound}/docs", err=True)
     typer.echo(f"listening on http://{host}:{bound}", err=True)
-    uvicorn.Server(config).run(sockets=[sock])
+    run_server(serving, ledger, sock, workers)
 
 
 @app.command()

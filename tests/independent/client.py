@@ -393,11 +393,14 @@ class ServerStartError(RuntimeError):
 
 @dataclass
 class ServerProcess:
-    """`chipledger serve --port 0` on loopback, read until it says where it listens."""
+    """`chipledger serve --port 0` on loopback, read until it says where it listens.
 
-    store: Path
+    `store` is a SQLite file or a `postgresql://` URL; `workers` above 1 adds `--workers N`."""
+
+    store: Path | str
     log_key: Path
     open_reads: bool = False
+    workers: int = 1
     startup_deadline: float = 30.0
     url: str = ""
     stderr_lines: list[str] = field(default_factory=list)
@@ -421,6 +424,7 @@ class ServerProcess:
                 "--port",
                 "0",
                 *(["--open-reads"] if self.open_reads else []),
+                *(["--workers", str(self.workers)] if self.workers != 1 else []),
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
