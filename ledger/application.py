@@ -84,6 +84,7 @@ PROTOCOL_VERSION = 1
 MAX_BATCH = 1000
 MAX_BATCH_BYTES = 16 << 20
 MAX_ENVELOPE_BYTES = 1 << 20
+FORGET_AT_MOST = 10_000  # stored events written by others; past it the whole cache goes
 Clock = Callable[[], datetime]
 
 
@@ -114,6 +115,7 @@ class Ledger(Application[UUID]):
         self._log_signer: Signer | None = None
         self.session_lifetime = sessions.LIFETIME
         self._log: Log | None = None
+        self._position = 0  # the last notification id this process has seen
         recorder = self.ledger_recorder()
         self.reads = ReadStore(recorder.datastore, recorder.dialect, recorder.events_table_name)
         self._refresh(opening=True)
@@ -172,9 +174,22 @@ class Ledger(Application[UUID]):
         return self._info
 
     def _sync(self) -> None:
-        """Catch up with another writer of the same store, if the log moved on without us."""
-        if self.size() != self._next_seq:
+        """Catch up with another writer of the same store, if the log moved on without us:
+        forget what it changed (read from the store), nothing more."""
+        size = self.size()
+        if size == self._next_seq:
+            return
+        if self._info is None or self._next_seq < 0:
             self._refresh()
+            return
+        try:
+            self._forget_changed()
+        except BaseException:
+            self._next_seq = -1  # cut short by the store: the next read or write tries again
+            raise
+        self._next_seq = size
+        if self._genesis is None:
+            self._genesis = self._entries(0, 1)[0].actor
 
     def _refresh(self, opening: bool = False) -> None:
         """Read what other writers may have changed: the ledger, the log head, the genesis."""
@@ -184,8 +199,26 @@ class Ledger(Application[UUID]):
             self._next_seq = -1  # cut short by the store: the next read or write refreshes again
             raise
 
+    def _forget_changed(self) -> None:
+        """Evict from the caches every aggregate stored since this process last looked: the
+        notifications after its position, page by page (a fresh cache past `FORGET_AT_MOST`)."""
+        self.reads.clear()
+        self._log = None  # its cached right edge is of an older size
+        cache = self.repository.cache
+        last = self.recorder.max_notification_id() or 0
+        if cache is None or last - self._position > FORGET_AT_MOST:
+            self._repository = self.construct_repository()
+        else:
+            while page := self.recorder.select_notifications(self._position + 1, PAGE):
+                for notification in page:
+                    with contextlib.suppress(KeyError):
+                        cache.get(UUID(str(notification.originator_id)), evict=True)
+                self._position = page[-1].id
+        self._position = max(self._position, last)
+
     def _reread(self, opening: bool) -> None:
         self._repository = self.construct_repository()  # a fresh aggregate cache
+        self._position = self.recorder.max_notification_id() or 0
         self.reads.clear()
         try:
             self._info = self.repository.get(LEDGER_ID)
@@ -195,10 +228,11 @@ class Ledger(Application[UUID]):
         first = self._entries(0, 1)
         self._genesis = first[0].actor if first else None
         self._log = None  # its cached right edge may be stale
-        self._backfill_event_ids()
-        self._backfill_tree(exact=opening)
-        if self.reads.position() < self._next_seq:
-            rebuild(self)  # a store written before the read models were kept in it
+        if opening:  # stores written by earlier releases get what they lack, once
+            self._backfill_event_ids()
+            self._backfill_tree(exact=True)
+            if self.reads.position() < self._next_seq:
+                rebuild(self)  # a store written before the read models were kept in it
 
     def _backfill_event_ids(self) -> None:
         """Give a store written before the event-id table existed its rows, from its log.
@@ -357,6 +391,7 @@ class Ledger(Application[UUID]):
                 self._discard(unit)
                 raise
             self._committed(unit, created, position)
+            self._position = position or self._position
             return outcomes
         raise Conflict("the ledger is busy with another writer; send the envelope again")
 
