@@ -247,7 +247,7 @@ class Ledger(Application[UUID]):
         if len(self._select_event_ids([e.event_id for e in ends])) == len(
             {e.event_id for e in ends}
         ) and all(
-            ends[0].seq in recorder.signed_after(kid, micros(at) - 1)
+            recorder.has_signature((kid, micros(at), ends[0].seq))
             for kid, at in _signed(ends[0].envelope)
         ):
             return

@@ -122,6 +122,12 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
             c.execute(_SELECT_SIGNED, (keyid, after))
             return [row["seq"] for row in c.fetchall()]
 
+    def has_signature(self, row: SignatureRow) -> bool:
+        """Whether the signatures index holds this row (one lookup of its key)."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT 1 FROM ledger_signatures WHERE keyid=? AND at=? AND seq=?", row)
+            return c.fetchone() is not None
+
     def select_event_ids(self, ids: Sequence[str]) -> dict[str, tuple[int, str]]:
         """(seq, digest) of each of `ids` that was accepted."""
         if not ids:
@@ -264,6 +270,9 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         self._select_signed = SQL(
             "SELECT seq FROM {table} WHERE keyid = %s AND at > %s ORDER BY seq"
         ).format(table=signed)
+        self._has_signature = SQL(
+            "SELECT 1 FROM {table} WHERE keyid = %s AND at = %s AND seq = %s"
+        ).format(table=signed)
         self._backfill_event_ids = SQL(
             "INSERT INTO {table} VALUES (%s, %s, %s) ON CONFLICT (event_id) DO NOTHING"
         ).format(table=table)
@@ -362,6 +371,11 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(self._select_signed, (keyid, after))
             return [row["seq"] for row in curs.fetchall()]
+
+    def has_signature(self, row: SignatureRow) -> bool:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._has_signature, row)
+            return curs.fetchone() is not None
 
     def select_event_ids(self, ids: Sequence[str]) -> dict[str, tuple[int, str]]:
         if not ids:

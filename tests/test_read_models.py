@@ -121,6 +121,7 @@ def test_a_second_ledger_on_the_store_reads_what_the_first_wrote_at_once(
     first = ledger_of(desk)
     second = Ledger(any_store, clock=clock)
     assert second.allocation("desert-ai").total == 50
+    assert second.batch("d-1b").status == "delivered"  # now in its cache
 
     desk.record("batch.installed", "desert-ai", batch="d-1b", site="auh-1")
 
