@@ -187,6 +187,7 @@ class License(Aggregate):
         granted_seq: int
         granted_at: datetime
         revoked_seq: int | None
+        revoked_at: datetime | None
         revoked_reason: str | None
         used_quantity: int
 
@@ -199,22 +200,24 @@ class License(Aggregate):
         self.terms = event.fact.license
         self.granted_seq = event.accepted.seq
         self.granted_at = event.fact.at
-        self.revoked_seq = None
+        self.revoked_seq = self.revoked_at = None
         self.revoked_reason = None
         self.used_quantity = 0
 
     @when.register
     def _(self, event: events.LicenseRevoked) -> None:
         self.revoked_seq = event.accepted.seq
+        self.revoked_at = event.fact.at
         self.revoked_reason = event.fact.reason
 
     @when.register
     def _(self, event: events.LicenseCited) -> None:
         self.used_quantity += event.quantity
 
-    def status(self, at: datetime) -> str:
-        """`revoked`, `pending`, `expired` or `active` at time `at` (revocations so far)."""
-        if self.revoked_seq is not None:
+    def status(self, at: datetime, revoked: bool | None = None) -> str:
+        """`revoked`, `pending`, `expired` or `active` at time `at` (revoked: as `revoked`
+        says, else if revoked so far)."""
+        if self.revoked_seq is not None if revoked is None else revoked:
             return "revoked"
         if at < self.terms.valid_from:
             return "pending"

@@ -51,7 +51,7 @@ from ledger.notes import verifier_key
 from ledger.persistence import store_env
 from ledger.policy import PolicyBook, in_force
 from ledger.readmodels import tally
-from ledger.readqueries import ReadStore
+from ledger.readqueries import ReadStore, bounds
 from ledger.rebuild import rebuild
 from ledger.recorders import PostgresLedgerRecorder, SQLiteLedgerRecorder
 from ledger.replay import PAGE, batch_as_of, fold
@@ -588,15 +588,23 @@ class Ledger(Application[UUID]):
     def license(
         self, license_id: str, as_of: AsOf | None = None, reader: Reader = EVERYONE
     ) -> LicenseView:
+        """A license's terms, and its use and status now or `as_of` (from `rm_license_uses`:
+        the chips each citing entry moved, by seq and `at`)."""
         with self._lock:
             self._sync()
-            sid = stream_id("license", license_id)
-            found = self.repository_get(sid) if as_of is None else fold(self.events.get(sid), as_of)
+            found = self.repository_get(stream_id("license", license_id))
+            seq, at = bounds(as_of)
+            granted = isinstance(found, License) and (
+                found.granted_seq <= seq and micros(found.granted_at) <= at
+            )
+            if not granted or not access.sees_party(reader, found.terms.holder):
+                raise NotFound(f"no license {license_id!r} was granted")
+            used = self.reads.license_used(license_id, as_of) if as_of else found.used_quantity
+            revoked = found.revoked_at is not None and found.revoked_seq <= seq
+            revoked = revoked and micros(found.revoked_at) <= at
             clock = as_of.at if as_of is not None and as_of.at is not None else self.clock()
-        if not isinstance(found, License) or not access.sees_party(reader, found.terms.holder):
-            raise NotFound(f"no license {license_id!r} was granted")
         terms = found.terms.to_json()
-        return LicenseView(**terms, used_quantity=found.used_quantity, status=found.status(clock))
+        return LicenseView(**terms, used_quantity=used, status=found.status(clock, revoked))
 
     def policies(self) -> PoliciesView:
         with self._lock:

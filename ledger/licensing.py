@@ -79,3 +79,4 @@ def cite(
         found.record(
             events.LicenseCited, timestamp=unit.now, accepted=accepted, at=at, quantity=quantity
         )
+        unit.read_changes.on_cited(found.terms.id, accepted.seq, at, quantity)

@@ -135,6 +135,7 @@ class Changes:
     sites: Counter[SiteKey] = field(default_factory=Counter)
     owners: Counter[OwnerKey] = field(default_factory=Counter)
     flags: list[tuple[Any, ...]] = field(default_factory=list)
+    uses: list[tuple[str, int, int, int]] = field(default_factory=list)  # license, seq, at, n
     position: int | None = None  # the log size these changes bring the read models to
 
     def on_batch(
@@ -167,6 +168,9 @@ class Changes:
         self.owners[(row.owner, row.country, TOTAL)] += quantity
         if row.entity_covered:
             self.owners[(row.owner, row.country, COVERED)] += quantity
+
+    def on_cited(self, license_id: str, seq: int, at: datetime, quantity: int) -> None:
+        self.uses.append((license_id, seq, micros(at), quantity))
 
     def on_findings(self, seq: int, at: datetime, findings: list[dict[str, Any]]) -> None:
         for order, flag in enumerate(findings):

@@ -191,6 +191,15 @@ class ReadStore:
         text = _LATEST.format(candidates=candidates) + only
         return [batch_row(r) for r in self._rows(text, [*params, *bounds(as_of)])]
 
+    def license_used(self, license_id: str, as_of: AsOf | None) -> int:
+        """The chips moved under a license by the entries `as_of` includes."""
+        rows = self._rows(
+            "SELECT COALESCE(SUM(quantity), 0) AS used FROM {rm_license_uses} "
+            "WHERE license = ? AND seq <= ? AND at <= ?",
+            (license_id, *bounds(as_of)),
+        )
+        return int(rows[0]["used"])
+
     def involved(self, party: str, batches: Sequence[str]) -> bool:
         """Whether the party was ever owner, holder or consignee of any of `batches`."""
         if not batches:

@@ -9,6 +9,7 @@ stores its entries, see `ledger.recorders`), and the reads the ledger answers fr
 - `rm_serials`: each serial's changes of batch, keyed by `(serial, seq)`.
 - `rm_site_counts`, `rm_owner_counts`: the threshold rules' counters.
 - `rm_flags`: every stored finding, with the fields it is filtered by.
+- `rm_license_uses`: the chips each citing event moved under a license, by seq and `at`.
 - `rm_position`: the log size the tables reflect.
 SQLite takes `?` and PostgreSQL `%s`; PostgreSQL's tables are qualified with the store's
 schema. Times are whole microseconds since 1970.
@@ -25,7 +26,7 @@ from ledger.readmodels import COLUMNS, BatchRow, Changes
 
 TABLES = (
     "rm_batches", "rm_batch_log", "rm_involved", "rm_serials", "rm_site_counts",
-    "rm_owner_counts", "rm_flags", "rm_position",
+    "rm_owner_counts", "rm_flags", "rm_license_uses", "rm_position",
 )  # fmt: skip
 KEYS = {  # each table's key: the order its rows are compared in (rebuild, audit)
     "rm_batches": ("batch",),
@@ -35,6 +36,7 @@ KEYS = {  # each table's key: the order its rows are compared in (rebuild, audit
     "rm_site_counts": ("site", "name"),
     "rm_owner_counts": ("owner", "country", "name"),
     "rm_flags": ("seq", "ord"),
+    "rm_license_uses": ("license", "seq"),
     "rm_position": ("name",),
 }
 _BATCH_COLUMNS = (
@@ -66,6 +68,8 @@ _DDL = (
         f"CREATE INDEX IF NOT EXISTS rm_flags_{name} ON {{rm_flags}} ({name}, seq)"
         for name in ("rule", "batch", "party", "license", "site")
     ),
+    "CREATE TABLE IF NOT EXISTS {rm_license_uses} (license TEXT NOT NULL, seq BIGINT NOT NULL, "
+    "at BIGINT NOT NULL, quantity BIGINT NOT NULL, PRIMARY KEY (license, seq))",
     "CREATE TABLE IF NOT EXISTS {rm_position} (name TEXT NOT NULL PRIMARY KEY, "
     "seq BIGINT NOT NULL)",
 )
@@ -89,6 +93,7 @@ _WRITES = {
     "owner0": "DELETE FROM {rm_owner_counts} WHERE owner = ? AND country = ? AND name = ? "
     "AND value = 0",
     "flag": "INSERT INTO {rm_flags} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "use": "INSERT INTO {rm_license_uses} VALUES (?, ?, ?, ?)",
     "position": "INSERT INTO {rm_position} VALUES ('read_models', ?) ON CONFLICT (name) DO "
     "UPDATE SET seq = excluded.seq",
 }
@@ -123,6 +128,7 @@ def write(cursor: Any, dialect: Dialect, changes: Changes) -> None:
     run.many("owner", [(*key, delta) for key, delta in changes.owners.items() if delta])
     run.many("owner0", list(changes.owners))
     run.many("flag", changes.flags)
+    run.many("use", changes.uses)
     if changes.position is not None:
         run.many("position", [(changes.position,)])
 

@@ -30,7 +30,8 @@ BATCH_EVENTS = (
 )  # fmt: skip
 BATCH_TOPICS = frozenset(get_topic(cls) for cls in BATCH_EVENTS)
 FINDINGS_TOPIC = get_topic(events.FindingsRecorded)
-TOPICS = tuple(sorted(BATCH_TOPICS | {FINDINGS_TOPIC}))
+CITED_TOPIC = get_topic(events.LicenseCited)
+TOPICS = tuple(sorted(BATCH_TOPICS | {FINDINGS_TOPIC, CITED_TOPIC}))
 PAGE = 1000
 
 
@@ -82,6 +83,10 @@ class _Feed:
         event: Any = self.app.mapper.to_domain_event(notification)
         if notification.topic == FINDINGS_TOPIC:
             changes.on_findings(event.seq, event.at, event.findings)
+            return
+        if notification.topic == CITED_TOPIC:
+            cited: Any = self.app.repository.get(event.originator_id)
+            changes.on_cited(cited.terms.id, event.accepted.seq, event.at, event.quantity)
             return
         originator = UUID(str(notification.originator_id))
         before = self.batches.get(originator)

@@ -645,7 +645,7 @@ def test_only_an_authority_grants_or_revokes_once_and_ids_are_never_reused(offic
 
 
 def test_a_license_reads_back_its_terms_what_moved_under_it_and_its_status(
-    office: Office, clock: Clock
+    populated: Ledger, office: Office, clock: Clock
 ) -> None:
     window = {"valid_from": stamp(START + HOUR), "valid_until": stamp(START + 3 * HOUR)}
     granted = accepted(office.grant("L-ae", **window))
@@ -660,6 +660,9 @@ def test_a_license_reads_back_its_terms_what_moved_under_it_and_its_status(
     assert office.read("/v1/licenses/L-ae")["used_quantity"] == 120
     assert office.read("/v1/licenses/L-ae")["status"] == "active"
     assert office.read("/v1/licenses/L-ae", as_of=granted["seq"])["used_quantity"] == 0
+    before_transfer = populated.size() - 4  # then the transfer, b-2's fabrication and export
+    assert office.read("/v1/licenses/L-ae", as_of=before_transfer)["used_quantity"] == 60
+    assert office.read("/v1/licenses/L-ae", as_of=stamp(START))["used_quantity"] == 0
     assert office.read("/v1/licenses/L-ae", as_of=stamp(START))["status"] == "pending"
     assert office.read("/v1/licenses/L-ae", as_of=stamp(START + 3 * HOUR))["status"] == "expired"
     clock.advance(hours=2)
@@ -668,6 +671,7 @@ def test_a_license_reads_back_its_terms_what_moved_under_it_and_its_status(
     assert office.read("/v1/licenses/L-ae")["status"] == "revoked"
     assert office.read("/v1/licenses/L-ae", as_of=revoked["seq"] - 1)["status"] == "expired"
     refused(office.client.get("/v1/licenses/L-ae", params={"as_of": 10**6}), 404, "not_found")
+    assert assert_rebuild_equals_live(populated)["rm_license_uses"]  # its index, row for row
 
 
 # -- rule packs (section 4) --------------------------------------------------------------------
