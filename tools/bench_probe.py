@@ -9,6 +9,7 @@ processes' PSS (sampled from /proc). Linux only. Any non-200 answer is a failed 
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import subprocess
@@ -29,6 +30,7 @@ from tools.bench import BenchFailed
 CLI = [sys.executable, "-c", "from tools.cli import run; run()"]  # = the `chipledger` script
 TIMEOUT_S = 120.0  # per request: today's as_of reads take long at scale, but not forever
 START_TIMEOUT_S = 600.0
+IDLE_TIMEOUT_S = 3_600.0  # waiting for serve to finish a request that timed out
 Progress = Callable[[str], None]
 
 
@@ -69,13 +71,21 @@ def serving(store: str, log_key: Path, entries: int) -> Iterator[Server]:
         lines, tail = _read_lines(process)
         url = _listening(process, lines, tail, spawned)
         with httpx.Client(base_url=url, timeout=TIMEOUT_S) as client:
-            info = client.get("/v1/ledger")
+            info = _first_answer(client, spawned)
             start_s = time.perf_counter() - spawned
             if info.status_code != 200 or info.json()["size"] != entries:
                 raise BenchFailed(f"GET /v1/ledger answered {info.status_code}: {info.text[:300]}")
             yield Server(process, url, start_s, client)
     finally:
         _stop(process)
+
+
+def _first_answer(client: httpx.Client, spawned: float) -> httpx.Response:
+    left = START_TIMEOUT_S - (time.perf_counter() - spawned)
+    try:
+        return client.get("/v1/ledger", timeout=max(left, 0.001))
+    except httpx.HTTPError as exc:
+        raise BenchFailed(f"serve did not answer GET /v1/ledger ({exc!r})") from None
 
 
 def _read_lines(process: subprocess.Popen[str]) -> tuple[queue.Queue[str | None], deque[str]]:
@@ -143,27 +153,55 @@ def time_reads(
 ) -> dict[str, list[float]]:
     """Seconds of each measure's requests, in rounds (one of each measure per round, so noise
     falls on all alike), after one uncounted request of each; a measure stops at `reads`
-    requests, or at 3 once it has spent `budget_s` (its warm-up included)."""
+    requests, or at 3 once it has spent `budget_s` (its warm-up included). A request that
+    does not answer within TIMEOUT_S counts as infinitely slow and ends its measure."""
     found: dict[str, list[float]] = {name: [] for name in plans}
-    spent = {name: timed_get(client, plan()) for name, plan in plans.items()}
+    spent = {name: _sample(client, plan(), found[name], warm=True) for name, plan in plans.items()}
     last = time.perf_counter()
-    for _ in range(reads):
-        for name, plan in plans.items():
-            if spent[name] > budget_s and len(found[name]) >= 3:
-                continue
-            seconds = timed_get(client, plan())
-            found[name].append(seconds)
-            spent[name] += seconds
+    for done in range(1, reads + 1):
+        going = [name for name in plans if _going(found[name], spent[name], budget_s)]
+        for name in going:
+            spent[name] += _sample(client, plans[name](), found[name])
         if time.perf_counter() - last > 15:
             last = time.perf_counter()
-            progress(f"  {min(len(v) for v in found.values())} of {reads} rounds of reads done")
+            progress(f"  round {done} of {reads}: {len(going)} of {len(plans)} measures going")
     return found
+
+
+def _going(samples: list[float], spent: float, budget_s: float) -> bool:
+    if samples and math.isinf(samples[-1]):
+        return False
+    return spent <= budget_s or len(samples) < 3
+
+
+def _sample(client: httpx.Client, request: Request, into: list[float], warm: bool = False) -> float:
+    """Time one request into `into` (unless `warm`); after a time-out, wait for the server to
+    finish that request (it holds the ledger's lock), so that the next one finds it idle."""
+    try:
+        seconds = timed_get(client, request)
+    except TimedOut:
+        seconds = math.inf
+        warm = False
+        try:
+            client.get("/v1/ledger", timeout=IDLE_TIMEOUT_S)
+        except httpx.HTTPError as exc:
+            what = f"after {request.text()} timed out, serve did not recover ({exc!r})"
+            raise BenchFailed(what) from None
+    if not warm:
+        into.append(seconds)
+    return seconds
+
+
+class TimedOut(BenchFailed):
+    """A request got no answer within TIMEOUT_S."""
 
 
 def timed_get(client: httpx.Client, request: Request) -> float:
     start = time.perf_counter()
     try:
         response = client.get(request.path, params=request.params)
+    except httpx.TimeoutException:
+        raise TimedOut(f"{request.text()} got no answer within {TIMEOUT_S:.0f} s") from None
     except httpx.HTTPError as exc:
         raise BenchFailed(f"{request.text()} failed: {exc!r}") from None
     seconds = time.perf_counter() - start
