@@ -52,6 +52,7 @@ class Server:
     process: subprocess.Popen[str]
     url: str
     start_s: float
+    rss_start: int  # bytes, right after the first answer
     client: httpx.Client
 
     @property
@@ -75,7 +76,7 @@ def serving(store: str, log_key: Path, entries: int) -> Iterator[Server]:
             start_s = time.perf_counter() - spawned
             if info.status_code != 200 or info.json()["size"] != entries:
                 raise BenchFailed(f"GET /v1/ledger answered {info.status_code}: {info.text[:300]}")
-            yield Server(process, url, start_s, client)
+            yield Server(process, url, start_s, rss(process.pid)[0], client)
     finally:
         _stop(process)
 
@@ -144,27 +145,31 @@ class Request:
         return f"GET {self.path}" + (f"?{query}" if query else "")
 
 
+Plans = dict[str, Callable[[], Request]]
+
+
 def time_reads(
-    client: httpx.Client,
-    plans: dict[str, Callable[[], Request]],
-    reads: int,
-    budget_s: float,
-    progress: Progress,
-) -> dict[str, list[float]]:
-    """Seconds of each measure's requests, in rounds (one of each measure per round, so noise
-    falls on all alike), after one uncounted request of each; a measure stops at `reads`
-    requests, or at 3 once it has spent `budget_s` (its warm-up included). A request that
-    does not answer within TIMEOUT_S counts as infinitely slow and ends its measure."""
-    found: dict[str, list[float]] = {name: [] for name in plans}
-    spent = {name: _sample(client, plan(), found[name], warm=True) for name, plan in plans.items()}
+    targets: Sequence[tuple[httpx.Client, Plans]], reads: int, budget_s: float, progress: Progress
+) -> list[dict[str, list[float]]]:
+    """Seconds of each measure's requests on each server, in rounds: each measure on each
+    server in turn (so that noise falls on all alike), after one uncounted request of each.
+    A measure stops at `reads` requests, or at 3 once it has spent `budget_s` on that server
+    (its warm-up included); a request without an answer within TIMEOUT_S counts as infinitely
+    slow and ends its measure there."""
+    found: list[dict[str, list[float]]] = [{name: [] for name in plans} for _, plans in targets]
+    spent = [{name: _sample(client, plan(), got[name], warm=True) for name, plan in plans.items()}
+             for (client, plans), got in zip(targets, found, strict=True)]  # fmt: skip
     last = time.perf_counter()
     for done in range(1, reads + 1):
-        going = [name for name in plans if _going(found[name], spent[name], budget_s)]
-        for name in going:
-            spent[name] += _sample(client, plans[name](), found[name])
+        going = 0
+        for name in targets[0][1]:
+            for (client, plans), got, used in zip(targets, found, spent, strict=True):
+                if _going(got[name], used[name], budget_s):
+                    used[name] += _sample(client, plans[name](), got[name])
+                    going += 1
         if time.perf_counter() - last > 15:
             last = time.perf_counter()
-            progress(f"  round {done} of {reads}: {len(going)} of {len(plans)} measures going")
+            progress(f"  round {done} of {reads}: {going} measures going")
     return found
 
 

@@ -4,10 +4,10 @@ Both ledgers are built here, from `tools.bench_custody`'s deterministic custody 
 grow with N, one per 2,000 entries and at least 5, so that a customer's own volume is about
 constant: a decade-scale ledger has more customers, and the per-party answers, an allocation's
 batch list or a party's flags, are proportional to that party's volume), through
-`Ledger.submit_batch` in batches of 100 signed beforehand, with the log key. Each is then
-measured from outside: `chipledger serve` (start time, RSS, p50 and p99 of every read now, at
-an `as_of` seq and at an `as_of` time) and `chipledger audit` (time, peak memory). Not a
-correctness test: tests/ is.
+`Ledger.submit_batch` in batches of 100 signed beforehand, with the log key. Both are then
+measured from outside: `chipledger serve` of each (start time, RSS, p50 and p99 of every read
+now, at an `as_of` seq and at an `as_of` time, the two servers read alternately) and
+`chipledger audit` of each (time, peak memory). Not a correctness test: tests/ is.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -163,26 +163,40 @@ def _pick(
     return None
 
 
-# -- one ledger, measured -------------------------------------------------------------------
+# -- both ledgers, measured ----------------------------------------------------------------
 
 
-def measure(
-    built: Built, log_key: Path, reads: int, budget_s: float, progress: Progress
-) -> Measured:
-    progress(f"serving the {built.entries:,}-entry ledger and timing its reads")
-    with serving(built.store, log_key, built.entries) as server:
-        rss_start, _ = rss(server.pid)
-        timings = time_reads(server.client, plans(built, random.Random(7)), reads, budget_s,
-                             progress)  # fmt: skip
-        rss_reads, hwm = rss(server.pid)
-        start_s = server.start_s
-    progress(f"auditing the {built.entries:,}-entry ledger")
-    audited: AuditRun = run_audit(built.store, log_key)
+@dataclass(frozen=True)
+class Served:
+    start_s: float
+    rss_start: int
+    rss_reads: int
+    rss_peak: int
+    reads: dict[str, list[float]]
+
+
+def serve_and_read(
+    built: Sequence[Built], log_key: Path, reads: int, budget_s: float, progress: Progress
+) -> list[Served]:
+    """Both ledgers served at once, each started and timed in turn, then read alternately."""
+    progress("serving both ledgers and timing their reads, alternately")
+    with ExitStack() as stack:
+        servers = [stack.enter_context(serving(b.store, log_key, b.entries)) for b in built]
+        targets = [(server.client, plans(each, random.Random(7)))
+                   for server, each in zip(servers, built, strict=True)]  # fmt: skip
+        timings = time_reads(targets, reads, budget_s, progress)
+        after = [rss(server.pid) for server in servers]
+    return [Served(s.start_s, s.rss_start, a[0], a[1], t)
+            for s, a, t in zip(servers, after, timings, strict=True)]  # fmt: skip
+
+
+def measured(built: Built, served: Served, audited: AuditRun) -> Measured:
     return Measured(
         entries=built.entries, batches=built.batches, customers=built.customers,
-        first_at=built.catalog.first_at, last_at=built.catalog.last_at, start_s=start_s,
-        rss_start=rss_start, rss_reads=rss_reads, rss_peak=hwm, reads=timings,
-        audit_s=audited.seconds, audit_rss=audited.max_rss, audit_pss=audited.peak_pss,
+        first_at=built.catalog.first_at, last_at=built.catalog.last_at, start_s=served.start_s,
+        rss_start=served.rss_start, rss_reads=served.rss_reads, rss_peak=served.rss_peak,
+        reads=served.reads, audit_s=audited.seconds, audit_rss=audited.max_rss,
+        audit_pss=audited.peak_pss,
     )  # fmt: skip
 
 
@@ -202,19 +216,22 @@ def run(
                          "and the baseline at least 100")  # fmt: skip
     reads = reads or (QUICK_READS if quick else READS)
     budget_s = QUICK_BUDGET_S if quick else BUDGET_S
-    measured = []
     with scratch(store) as (new_store, directory):
         log_key = directory / "log.key"
         write_secret(log_key, LOG_KEY)
+        built = []
         for name, entries in (("baseline", baseline), ("scale", scale)):
             progress(f"building a ledger of {entries:,} entries "
                      f"({customers_for(entries):,} customers)")  # fmt: skip
-            built = build(new_store(name), entries, progress)
-            measured.append(measure(built, log_key, reads, budget_s, progress))
-    return ScaleReport(
-        small=measured[0], large=measured[1], store=_describe(store), cores=usable_cores(),
-        reads=reads, budget_s=budget_s,
-    )  # fmt: skip
+            built.append(build(new_store(name), entries, progress))
+        served = serve_and_read(built, log_key, reads, budget_s, progress)
+        audits = []
+        for each in built:
+            progress(f"auditing the {each.entries:,}-entry ledger")
+            audits.append(run_audit(each.store, log_key))
+    small, large = map(measured, built, served, audits)
+    return ScaleReport(small=small, large=large, store=_describe(store), cores=usable_cores(),
+                       reads=reads, budget_s=budget_s)  # fmt: skip
 
 
 # -- stores ---------------------------------------------------------------------------------
