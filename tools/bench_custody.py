@@ -1,6 +1,6 @@
 """The scale bench's custody: a deterministic stream of signed envelopes, `ScaleWorld`.
 
-`ScaleWorld(entries).chunks()` yields (clock, envelopes) batches of 100 that make exactly
+`ScaleWorld(entries, origin).chunks()` yields (clock, envelopes) batches of 100 that make exactly
 `entries` log entries: the registry of `tools.bench_world`, then batches fabricated (some with
 serials, a few recorded late), exported under licenses granted when needed (some citing the
 wrong one, some under none, some to an embargoed or licence-required buyer or a forwarder),
@@ -17,6 +17,7 @@ from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from itertools import accumulate
 from typing import Any
 
 from ledger.wire import format_time
@@ -80,12 +81,15 @@ class Plan:
 
 
 class ScaleWorld:
+    """The world of one bench ledger: its parties, its live batches, and the stream."""
+
     def __init__(self, entries: int, origin: str, seed: int = 2026) -> None:
         self.entries, self.rng, self.catalog = entries, random.Random(seed), Catalog()
         self.customers = customers_for(entries)
         self.stream = Stream(entries, origin, self.rng, self.catalog)
         self.parties = parties(self.customers)
         self.buyers = [p for p in self.parties.values() if p.id.startswith("cust-")]
+        self.diligence = list(accumulate(b.diligence for b in self.buyers))
         self.pending: deque[Action] = deque(registry(self.stream, self.parties))
         self.pool: list[Chips] = []
         self.pool_target = max(8, min(12 * self.customers, entries // 40))
@@ -122,7 +126,7 @@ class ScaleWorld:
     # -- the sites' side --------------------------------------------------------------------
 
     def attest(self) -> None:
-        buyer = self.rng.choices(self.buyers, [b.diligence for b in self.buyers])[0]
+        buyer = self.rng.choices(self.buyers, cum_weights=self.diligence)[0]
         site = self.rng.choice(buyer.sites)
         now = self.stream.now()
         start = self.attested.get(site.id, now - timedelta(days=90))
