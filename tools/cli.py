@@ -230,14 +230,37 @@ def bench(
     profile: Annotated[
         bool, typer.Option("--profile", help="Also profile batched ingest with cProfile.")
     ] = False,
+    scale: Annotated[
+        int | None,
+        typer.Option(
+            min=100,
+            help="Instead: build ledgers of N entries and of --baseline, and measure serve's "
+            "start, RSS and reads (now, as_of a seq, as_of a time) and the audit of each.",
+        ),
+    ] = None,
+    baseline: Annotated[
+        int, typer.Option(min=100, help="With --scale: the size N is compared with.")
+    ] = 10_000,
+    reads: Annotated[
+        int | None,
+        typer.Option(min=1, help="With --scale: requests per read (200; 30 with --quick)."),
+    ] = None,
 ) -> None:
-    """Measure ingest against PyNaCl's verify rate, and allocation cost as the ledger grows.
+    """Measure ingest against PyNaCl's verify rate, and allocation cost as the ledger grows;
+    with --scale N, reads, start, memory and audit at N entries against 10,000.
 
     Prints a table (value, ratio, target, pass/fail); progress goes to standard error.
     Exit 1 when a target is missed. The default run takes about 4 minutes on two cores.
     """
     from tools.bench import run as run_bench
+    from tools.bench_scale import run as run_scale
 
+    if scale is not None:
+        scaled = run_scale(scale=scale, baseline=baseline, store=store, reads=reads, quick=quick)
+        typer.echo(scaled.text())
+        if not scaled.passed:
+            raise typer.Exit(1)
+        return
     report = run_bench(count=count, quick=quick, store=store, profile=profile)
     typer.echo(report.text())
     if not report.passed:
