@@ -437,7 +437,7 @@ class Ledger(Application[UUID]):
             return
         self._next_seq, self._genesis = unit.next_seq, unit.genesis
         self.tlog.committed(unit.next_seq, unit.tree)
-        self.reads.committed(unit.read_changes)
+        self.reads.committed(unit.read_changes, created)
 
     def _unit(self, careful: bool = True) -> UnitOfWork:
         return UnitOfWork(

@@ -78,6 +78,8 @@ class ReadStore:
         self.batches: LRU[str, BatchRow] = LRU(20_000)
         self.sites: LRU[str, Counter[str]] = LRU(5_000)
         self.owners: LRU[tuple[str, str], Counter[str]] = LRU(5_000)
+        # Streams (UUID.int) the store was seen not to hold: looked up once, not per envelope.
+        self.absent: LRU[int, bool] = LRU(100_000)
 
     def _rows(self, text: str, params: Sequence[Any]) -> list[Any]:
         with self.datastore.transaction(commit=False) as cursor:
@@ -145,8 +147,11 @@ class ReadStore:
                 )
             return {UUID(str(row["originator_id"])) for row in cursor.fetchall()}
 
-    def committed(self, changes: Changes) -> None:
-        """Keep the caches equal to the tables once `changes` are committed."""
+    def committed(self, changes: Changes, created: Sequence[UUID] = ()) -> None:
+        """Keep the caches equal to the store once `changes` and the streams `created` are
+        committed."""
+        for stream in created:
+            self.absent.items.pop(stream.int, None)
         for batch, row in changes.rows.items():
             self.batches.put(batch, row)
         for (site, name), delta in changes.sites.items():
@@ -161,6 +166,7 @@ class ReadStore:
         self.batches = LRU(self.batches.size)
         self.sites = LRU(self.sites.size)
         self.owners = LRU(self.owners.size)
+        self.absent = LRU(self.absent.size)
 
     # -- what reads ask ---------------------------------------------------------------------------
 

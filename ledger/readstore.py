@@ -112,8 +112,12 @@ class Dialect:
         return text.replace("?", "%s") if self.postgres else text
 
     def ddl(self) -> list[str]:
-        # An index lives in its table's schema (PostgreSQL): it is named without one.
-        return [self.sql(s) for s in _DDL]
+        # An index lives in its table's schema (PostgreSQL): it is named without one. SQLite
+        # keeps each table in its primary key's b-tree (one write a row, not two).
+        statements = [self.sql(s) for s in _DDL]
+        if not self.postgres:
+            statements = [s + " WITHOUT ROWID" if " TABLE " in s else s for s in statements]
+        return statements
 
 
 def write(cursor: Any, dialect: Dialect, changes: Changes) -> None:

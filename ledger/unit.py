@@ -68,10 +68,12 @@ class UnitOfWork:
             found = self._loaded[key]
         else:
             sid = stream_id(kind, name)
-            try:
-                found = self._repository.get(sid)
-            except AggregateNotFoundError:
-                found = None
+            found = None
+            if not self.store.absent.get(sid.int):
+                try:
+                    found = self._repository.get(sid)
+                except AggregateNotFoundError:
+                    self.store.absent.put(sid.int, True)  # no query for it next time
             self._loaded[key] = found
         return found if isinstance(found, cls) else None
 
@@ -99,8 +101,10 @@ class UnitOfWork:
             for name in names
             if f"{kind}:{name}" not in self._loaded
         }
-        for sid in set(wanted) - self.store.existing_streams(list(wanted)):
+        asked = [sid for sid in wanted if not self.store.absent.get(sid.int)]
+        for sid in set(wanted) - self.store.existing_streams(asked):
             self._loaded[wanted[sid]] = None
+            self.store.absent.put(sid.int, True)
 
     def prefetch_event_ids(self, ids: Iterable[str]) -> None:
         """Look up many event ids in one query, before the envelopes naming them are judged."""
