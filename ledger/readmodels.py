@@ -11,7 +11,7 @@ reads and writes are in `ledger.readstore`, and the rebuild from the log in `led
 from __future__ import annotations
 
 import json
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -120,10 +120,6 @@ def row_of(batch: Batch, before: BatchRow | None, operator: str | None, terms: T
     )  # fmt: skip
 
 
-SiteKey = tuple[str, str]  # site, counter name
-OwnerKey = tuple[str, str, str]  # owner, country, counter name
-
-
 @dataclass
 class Changes:
     """Everything a unit of work (or a page of a rebuild) changes in the read models."""
@@ -132,8 +128,10 @@ class Changes:
     history: list[BatchRow] = field(default_factory=list)
     involved: set[tuple[str, str]] = field(default_factory=set)  # party, batch
     serials: dict[tuple[str, int], tuple[int, str | None]] = field(default_factory=dict)
-    sites: Counter[SiteKey] = field(default_factory=Counter)
-    owners: Counter[OwnerKey] = field(default_factory=Counter)
+    sites: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    owners: defaultdict[tuple[str, str], Counter[str]] = field(
+        default_factory=lambda: defaultdict(Counter)
+    )
     flags: list[tuple[Any, ...]] = field(default_factory=list)
     uses: list[tuple[str, int, int, int]] = field(default_factory=list)  # license, seq, at, n
     position: int | None = None  # the log size these changes bring the read models to
@@ -161,13 +159,15 @@ class Changes:
         assert row.site is not None
         assert row.country is not None
         quantity = sign * row.quantity
-        self.sites[(row.site, TOTAL)] += quantity
-        self.sites[(row.site, MODEL + row.model)] += quantity
+        site = self.sites[row.site]
+        site[TOTAL] += quantity
+        site[MODEL + row.model] += quantity
         if row.site_covered:
-            self.sites[(row.site, COVERED)] += quantity
-        self.owners[(row.owner, row.country, TOTAL)] += quantity
+            site[COVERED] += quantity
+        owner = self.owners[(row.owner, row.country)]
+        owner[TOTAL] += quantity
         if row.entity_covered:
-            self.owners[(row.owner, row.country, COVERED)] += quantity
+            owner[COVERED] += quantity
 
     def on_cited(self, license_id: str, seq: int, at: datetime, quantity: int) -> None:
         self.uses.append((license_id, seq, micros(at), quantity))
@@ -179,17 +179,19 @@ class Changes:
     def site_counts(self, site: str, base: Counter[str]) -> Counter[str]:
         """A site's counters: the committed ones, moved by these changes."""
         found = Counter(base)
-        for (name_site, name), delta in self.sites.items():
-            if name_site == site:
-                found[name] += delta
+        found.update(self.sites.get(site, {}))
         return found
 
     def owner_counts(self, owner: str, country: str, base: Counter[str]) -> Counter[str]:
         found = Counter(base)
-        for (who, where, name), delta in self.owners.items():
-            if (who, where) == (owner, country):
-                found[name] += delta
+        found.update(self.owners.get((owner, country), {}))
         return found
+
+    def site_deltas(self) -> list[tuple[str, str, int]]:
+        return [(site, name, d) for site, moved in self.sites.items() for name, d in moved.items()]
+
+    def owner_deltas(self) -> list[tuple[str, str, str, int]]:
+        return [(*key, name, d) for key, moved in self.owners.items() for name, d in moved.items()]
 
 
 @dataclass(frozen=True)

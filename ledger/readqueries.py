@@ -154,10 +154,10 @@ class ReadStore:
             self.absent.items.pop(stream.int, None)
         for batch, row in changes.rows.items():
             self.batches.put(batch, row)
-        for (site, name), delta in changes.sites.items():
+        for site, name, delta in changes.site_deltas():
             if (counts := self.sites.get(site)) is not None:
                 _move(counts, name, delta)
-        for (owner, country, name), delta in changes.owners.items():
+        for owner, country, name, delta in changes.owner_deltas():
             if (counts := self.owners.get((owner, country))) is not None:
                 _move(counts, name, delta)
 
