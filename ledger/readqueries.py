@@ -29,14 +29,13 @@ _LATEST = (
     "(SELECT MAX(x.seq) FROM {{rm_batch_log}} x WHERE x.batch = h.batch AND x.seq <= ? "
     "AND x.at <= ?)"
 )
-_NOW = "SELECT * FROM {{rm_batches}} h WHERE h.batch IN ({candidates})"
 _HELD = " AND h.status IN ('delivered', 'installed') AND h.site IS NOT NULL"
 _CANDIDATES = {
-    "party": "SELECT batch FROM {{rm_involved}} WHERE party = ?",
+    "party": "SELECT batch FROM {rm_involved} WHERE party = ?",
     "batch": "?",
-    "site": "SELECT batch FROM {table} WHERE site = ?",
-    "license": "SELECT batch FROM {table} WHERE license = ?",
-    None: "SELECT batch FROM {{rm_batches}}",
+    "site": "SELECT batch FROM {rm_batch_log} WHERE site = ?",
+    "license": "SELECT batch FROM {rm_batch_log} WHERE license = ?",
+    None: "SELECT batch FROM {rm_batch_log}",
 }
 
 
@@ -101,7 +100,9 @@ class ReadStore:
     def batch_row(self, batch: str) -> BatchRow | None:
         found = self.batches.get(batch)
         if found is None:
-            rows = self._rows("SELECT * FROM {rm_batches} WHERE batch = ?", (batch,))
+            rows = self._rows(
+                "SELECT * FROM {rm_batch_log} WHERE batch = ? ORDER BY seq DESC LIMIT 1", (batch,)
+            )
             if rows:
                 found = batch_row(rows[0])
                 self.batches.put(batch, found)
@@ -188,13 +189,7 @@ class ReadStore:
         `held`: only those delivered or installed then."""
         kind, value = about
         params: list[Any] = [value] if kind is not None else []
-        only = _HELD if held else ""
-        if as_of is None:
-            candidates = _CANDIDATES[kind].format(table="{rm_batches}")
-            text = _NOW.format(candidates=candidates) + only
-            return [batch_row(r) for r in self._rows(text, params)]
-        candidates = _CANDIDATES[kind].format(table="{rm_batch_log}")
-        text = _LATEST.format(candidates=candidates) + only
+        text = _LATEST.format(candidates=_CANDIDATES[kind]) + (_HELD if held else "")
         return [batch_row(r) for r in self._rows(text, [*params, *bounds(as_of)])]
 
     def license_used(self, license_id: str, as_of: AsOf | None) -> int:

@@ -2,9 +2,9 @@
 dialects: their definitions, the writes of a unit's `Changes` (inside the transaction that
 stores its entries, see `ledger.recorders`), and the reads the ledger answers from them.
 
-- `rm_batches`: each batch's state now; `rm_batch_log`: every change of it, keyed by
-  `(batch, seq)` with its `at`, so a batch, an allocation or the time-judged rules `as_of`
-  seq N or time T are one indexed lookup per batch, never a replay.
+- `rm_batch_log`: every change of each batch, keyed by `(batch, seq)` with its `at`: its
+  latest row is its state now, and a batch, an allocation or the time-judged rules `as_of`
+  seq N or time T are one lookup of that key per batch, never a replay.
 - `rm_involved`: every party a batch ever had as owner, holder or consignee (who reads it).
 - `rm_serials`: each serial's changes of batch, keyed by `(serial, seq)`.
 - `rm_site_counts`, `rm_owner_counts`: the threshold rules' counters.
@@ -25,11 +25,10 @@ from typing import Any
 from ledger.readmodels import COLUMNS, BatchRow, Changes
 
 TABLES = (
-    "rm_batches", "rm_batch_log", "rm_involved", "rm_serials", "rm_site_counts",
+    "rm_batch_log", "rm_involved", "rm_serials", "rm_site_counts",
     "rm_owner_counts", "rm_flags", "rm_license_uses", "rm_position",
 )  # fmt: skip
 KEYS = {  # each table's key: the order its rows are compared in (rebuild, audit)
-    "rm_batches": ("batch",),
     "rm_batch_log": ("batch", "seq"),
     "rm_involved": ("party", "batch"),
     "rm_serials": ("serial", "seq"),
@@ -47,9 +46,6 @@ _BATCH_COLUMNS = (
     "entity_covered INTEGER NOT NULL"
 )
 _DDL = (
-    f"CREATE TABLE IF NOT EXISTS {{rm_batches}} ({_BATCH_COLUMNS}, PRIMARY KEY (batch))",
-    "CREATE INDEX IF NOT EXISTS rm_batches_site ON {rm_batches} (site)",
-    "CREATE INDEX IF NOT EXISTS rm_batches_license ON {rm_batches} (license)",
     f"CREATE TABLE IF NOT EXISTS {{rm_batch_log}} ({_BATCH_COLUMNS}, PRIMARY KEY (batch, seq))",
     "CREATE INDEX IF NOT EXISTS rm_batch_log_site ON {rm_batch_log} (site)",
     "CREATE INDEX IF NOT EXISTS rm_batch_log_license ON {rm_batch_log} (license)",
@@ -74,11 +70,7 @@ _DDL = (
     "seq BIGINT NOT NULL)",
 )
 _MARKS = ", ".join("?" * len(COLUMNS))
-_UPDATE = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
 _WRITES = {
-    # Placeholders and the row's own column names only:
-    "batch": f"INSERT INTO {{rm_batches}} VALUES ({_MARKS}) ON CONFLICT (batch) "  # noqa: S608
-    f"DO UPDATE SET {_UPDATE}",
     "log": f"INSERT INTO {{rm_batch_log}} VALUES ({_MARKS})",  # noqa: S608
     "involved": "INSERT INTO {rm_involved} VALUES (?, ?) ON CONFLICT DO NOTHING",
     # A serial gained and lost at one seq (a split: the parent loses it, a child gains it)
@@ -123,7 +115,6 @@ class Dialect:
 def write(cursor: Any, dialect: Dialect, changes: Changes) -> None:
     """Write a unit's changes with `cursor`, inside the transaction that stores its entries."""
     run = _Runner(cursor, dialect)
-    run.many("batch", [_values(row) for row in changes.rows.values()])
     run.many("log", [_values(row) for row in changes.history])
     run.many("involved", sorted(changes.involved))
     run.many("serial", [(s, seq, at, b) for (s, seq), (at, b) in changes.serials.items()])
@@ -158,7 +149,7 @@ def _values(row: BatchRow) -> tuple[Any, ...]:
 
 
 def batch_row(row: Any) -> BatchRow:
-    """A `BatchRow` from a database row of `rm_batches` or `rm_batch_log`."""
+    """A `BatchRow` from a database row of `rm_batch_log`."""
     values = {name: row[name] for name in COLUMNS}
     values["site_covered"] = bool(values["site_covered"])
     values["entity_covered"] = bool(values["entity_covered"])
