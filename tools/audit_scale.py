@@ -58,7 +58,7 @@ def _family(world: World, number: int, heads: dict[str, str]) -> list[dict[str, 
         if batch in heads:
             fields["prev"] = heads[batch]
         made = world.sign(kind, actor, signers, 0, **fields)
-        for name in (batch, *(str(p["batch"]) for p in fields.get("into", []))):  # type: ignore[attr-defined]
+        for name in (batch, *([a, b] if kind == "batch.split" else [])):  # a split heads its parts
             heads[name] = envelope_hash(made)
         return made
 
