@@ -23,7 +23,8 @@ def quiet(phase: str, done: int, total: int) -> None:
 class Problem:
     """One thing that does not hold, where it is, and a sentence saying what."""
 
-    what: str  # entry, envelope, signature, key, prev, tree, checkpoint, rebuild, state, index
+    what: str  # entry, envelope, signature, key, prev, tree, checkpoint, rebuild, state, or
+    # a compared table's `Table.what` (index: the event-id table, the signatures index)
     message: str
     seq: int | None = None
     index: int | None = None  # a stored-hash index of the tree

@@ -225,7 +225,7 @@ def _paged(datastore: SQLiteDatastore, table: Table, order: list[str]) -> Iterat
     params: list[Any] = []
     while True:
         query = f"{select}{after if params else ''}ORDER BY {keys} LIMIT ?"
-        page = [tuple(map(_plain, row)) for row in _fetch(datastore, query, [*params, PAGE])]
+        page = [tuple(row) for row in _fetch(datastore, query, [*params, PAGE])]
         yield from page
         if len(page) < PAGE:
             return
@@ -233,7 +233,7 @@ def _paged(datastore: SQLiteDatastore, table: Table, order: list[str]) -> Iterat
 
 
 def _plain(value: Any) -> Any:
-    """A value as both databases' drivers give it back alike."""
+    """A value as both databases' drivers give it back alike (SQLite's blobs are bytes)."""
     return bytes(value) if isinstance(value, memoryview | bytearray) else value
 
 
