@@ -342,10 +342,16 @@ EDITS: list[tuple[str, Callable[[str], None], tuple[str, dict[str, Any]], set[st
      ("index", {"seq": 12}), {"index"}, 12),
     ("signatures-index-row", sql("DELETE FROM ledger_signatures WHERE seq = 12"),
      ("index", {"seq": 12}), {"index"}, 12),
+    ("read-model-batch-row", sql("UPDATE rm_batch_log SET quantity = 99 WHERE seq = 12"),
+     ("read model", {"seq": 12}), {"read model"}, 12),
+    ("read-model-involvement",
+     sql("DELETE FROM rm_involved WHERE party = 'nvidia' AND batch = 'H200-1'"),
+     ("read model", {}), {"read model"}, None),
     ("deleted-entry", sql(DELETE_ENTRY, 12),
      ("entry", {"seq": 12}), {"entry", "tree", "checkpoint", "rebuild", "prev"}, 12),
     ("deleted-last-entry", sql(DELETE_ENTRY, 17),
-     ("checkpoint", {"seq": 17, "size": 18}), {"tree", "checkpoint", "state", "index"}, 17),
+     ("checkpoint", {"seq": 17, "size": 18}),
+     {"tree", "checkpoint", "state", "index", "read model"}, 17),
 ]  # fmt: skip
 
 
@@ -405,3 +411,85 @@ def test_a_revoked_key_leaves_earlier_entries_valid_and_is_named_where_it_signs_
     assert f"revoked at seq {SEQ['revoked']}" in key.message
     assert "signature" not in report.counts  # it verifies: only the key was not in force
     assert found(report, "rebuild", seq=SEQ["late"])
+
+
+# -- the ledger's own tables, on both databases ---------------------------------------------
+
+
+def execute(store: str, *statements: str) -> None:
+    """Run statements on the store's tables, bypassing the ledger (PostgreSQL: its schema)."""
+    if "://" not in store:
+        with contextlib.closing(sqlite3.connect(store)) as db, db:
+            for statement in statements:
+                assert db.execute(statement).rowcount == 1
+        return
+    import psycopg
+
+    url, _, schema = store.partition("?schema=")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{schema}"')
+        for statement in statements:
+            assert conn.execute(statement).rowcount == 1
+
+
+def test_rows_of_the_event_id_table_and_the_signatures_index_are_named_with_key_and_seq(
+    told: str,
+) -> None:
+    execute(
+        told,
+        "INSERT INTO ledger_event_ids VALUES ('4000-none', 5, 'feed')",
+        "UPDATE ledger_signatures SET at = at + 1 WHERE seq = 13",
+        "UPDATE ledger_event_ids SET seq = 3 WHERE seq = 14",
+    )
+    report = audit(told, workers=0)
+    assert (kinds(report), report.first_bad_seq) == ({"index"}, 3)
+    messages = {p.seq: p.message for p in report.problems}
+    assert messages[5] == (
+        "the event-id table holds the row event_id '4000-none' (seq 5), which the rebuild "
+        "does not make"
+    )
+    assert "the event-id table's row event_id" in messages[3]
+    assert "seq is 3 in the store, 14 rebuilt" in messages[3]
+    changed = [p.message for p in found(report, "index", seq=13)]
+    assert len(changed) == 2  # the store's key is not the rebuild's: one row each way
+    assert any(m.startswith("the signatures index holds the row keyid") for m in changed)
+    assert any(m.startswith("the signatures index lacks the row keyid") for m in changed)
+
+
+# -- the scratch directory ------------------------------------------------------------------
+
+
+class Interrupted(Exception):
+    """Stands for anything that ends an audit half way (a ^C, a full disk)."""
+
+
+def test_the_scratch_directory_is_left_empty_whether_the_audit_holds_fails_or_stops(
+    sqlite_told: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    seen: set[str] = set()
+
+    def look(phase: str, done: int, total: int) -> None:
+        seen.update(p.name for d in scratch.iterdir() for p in d.iterdir())
+
+    assert audit(sqlite_told, progress=look, workers=0, scratch=str(scratch)).ok
+    assert {"audit.db", "rebuild.db"} <= seen  # the audit did work there
+    assert list(scratch.iterdir()) == []
+
+    def interrupt(phase: str, done: int, total: int) -> None:
+        look(phase, done, total)
+        raise Interrupted
+
+    seen.clear()
+    with pytest.raises(Interrupted):
+        audit(sqlite_told, progress=interrupt, workers=0, scratch=str(scratch))
+    assert {"audit.db", "rebuild.db"} <= seen
+    assert list(scratch.iterdir()) == []
+    flip_in_entry(sqlite_told, 12, SIG, 20)
+    code, out, _ = run(capsys, "audit", "--store", sqlite_told, "--scratch", str(scratch))
+    assert (code, "the first bad seq: 12" in out) == (1, True)
+    assert list(scratch.iterdir()) == []
+    code, _, err = run(capsys, "audit", "--store", sqlite_told, "--scratch", str(tmp_path / "no"))
+    assert (code, err) == (1, f"chipledger: there is no directory at {tmp_path / 'no'} for "
+                              "the audit's scratch files\n")  # fmt: skip

@@ -13,6 +13,16 @@ import typer
 
 from ledger.audit import LISTED, AuditReport, Progress, audit
 
+ScratchOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scratch",
+        metavar="DIR",
+        help="Where the audit keeps its temporary files (the rebuild, the recomputed tree), "
+        "removed at the end (default: the system's temporary directory).",
+    ),
+]
+
 
 def register(app: typer.Typer) -> None:
     """Add `audit` to `app`."""
@@ -40,6 +50,7 @@ def register(app: typer.Typer) -> None:
                 help="Accept entries no checkpoint covers yet (written without the log key).",
             ),
         ] = False,
+        scratch: ScratchOpt = None,
     ) -> None:
         """Re-verify the whole ledger: every signature against the keys valid when it was
         accepted, every prev link, leaf and checkpoint, and the state rebuilt from the entries.
@@ -47,7 +58,9 @@ def register(app: typer.Typer) -> None:
         Prints every problem and the first bad seq; exit 1 when anything does not hold.
         """
         with _progress() as shown:
-            report = audit(store, log_key, shown, workers, allow_uncovered=allow_uncovered)
+            report = audit(
+                store, log_key, shown, workers, allow_uncovered=allow_uncovered, scratch=scratch
+            )
         typer.echo(summary(report))
         if not report.ok:
             raise typer.Exit(1)
