@@ -207,7 +207,7 @@ class Deliver(BatchCommand[wire.BatchDelivered]):
         super().apply(event, unit, accepted)
         unit.prefetch("claim", (f"serial:{serial}" for serial in event.serials or ()))
         for serial in event.serials or ():
-            if unit.claim(f"serial:{serial}") is None:
+            if not unit.exists("claim", f"serial:{serial}"):
                 unit.take(f"serial:{serial}", event.batch)  # first seen here: unique from now on
 
     def derived(self, event: wire.BatchDelivered, unit: UnitOfWork) -> dict[str, Any]:

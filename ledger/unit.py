@@ -42,6 +42,7 @@ class UnitOfWork:
         self._repository = repository
         self.store = store
         self._loaded: dict[str, Aggregate | None] = {}  # by "kind:name" (str hashes in C)
+        self._existing: set[str] = set()  # "kind:name" a prefetch found, not loaded
         self.first_seq = next_seq
         self.next_seq = next_seq
         self.now = now
@@ -102,9 +103,19 @@ class UnitOfWork:
             if f"{kind}:{name}" not in self._loaded
         }
         asked = [sid for sid in wanted if not self.store.absent.get(sid.int)]
-        for sid in set(wanted) - self.store.existing_streams(asked):
+        existing = self.store.existing_streams(asked)
+        self._existing.update(wanted[sid] for sid in existing)
+        for sid in set(wanted) - existing:
             self._loaded[wanted[sid]] = None
             self.store.absent.put(sid.int, True)
+
+    def exists(self, kind: str, name: str) -> bool:
+        """Whether stream `kind:name` exists as this unit sees it, without loading it when a
+        `prefetch` found it."""
+        key = f"{kind}:{name}"
+        if key in self._loaded:
+            return self._loaded[key] is not None
+        return key in self._existing or self._get(Aggregate, kind, name) is not None
 
     def prefetch_event_ids(self, ids: Iterable[str]) -> None:
         """Look up many event ids in one query, before the envelopes naming them are judged."""
