@@ -97,7 +97,7 @@ class Ledger(Application[UUID]):
 
     name = "Ledger"
     env = {  # noqa: RUF012 (the library reads this class attribute)
-        "AGGREGATE_CACHE_MAXSIZE": "10000",  # bounded: memory must not grow with the log
+        "AGGREGATE_CACHE_MAXSIZE": "30000",  # bounded: memory must not grow with the log
         "AGGREGATE_CACHE_FASTFORWARD": "n",
         # Units change cached aggregates in place, under the lock; a refused unit evicts
         # what it changed (`_discard`), so nothing uncommitted outlives it.
