@@ -20,9 +20,10 @@ from ledger.errors import Conflict, NotAuthorized
 from ledger.licensing import GrantLicense, RevokeLicense
 from ledger.models import built
 from ledger.policy import AdoptPolicy, in_force, policy_book
+from ledger.readmodels import micros
 from ledger.registry import REGISTRY_COMMANDS, Command
 from ledger.rules import Case, judge
-from ledger.unit import UnitOfWork, micros
+from ledger.unit import UnitOfWork
 from ledger.views import Outcome, Receipt
 from ledger.wire import format_time
 

@@ -50,14 +50,14 @@ from ledger.errors import (
 from ledger.notes import verifier_key
 from ledger.persistence import store_env
 from ledger.policy import PolicyBook, in_force
-from ledger.readmodels import tally
+from ledger.readmodels import micros, tally
 from ledger.readqueries import ReadStore, bounds
 from ledger.rebuild import rebuild
 from ledger.recorders import PostgresLedgerRecorder, SQLiteLedgerRecorder
 from ledger.replay import PAGE, batch_as_of, fold
 from ledger.rules import judge_now
 from ledger.transparency import Log
-from ledger.unit import UnitOfWork, micros
+from ledger.unit import UnitOfWork
 from ledger.views import (
     AllocationView,
     Authority,

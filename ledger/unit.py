@@ -23,7 +23,6 @@ from ledger.readqueries import ReadStore
 from ledger.wire import LicenseSpec
 
 A = TypeVar("A", bound=Aggregate)
-__all__ = ["UnitOfWork", "micros"]
 
 
 class UnitOfWork:
