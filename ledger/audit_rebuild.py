@@ -36,7 +36,11 @@ from ledger.unit import UnitOfWork
 from ledger.views import Outcome
 
 Recorder = SQLiteLedgerRecorder | PostgresLedgerRecorder
-REBUILD_CACHE = 2000  # aggregates the rebuild keeps in memory (the ledger's default: 50,000)
+# Aggregates the rebuild keeps in memory, as many as a server does: the live batches, the
+# licenses and the parties an entry touches must fit, or each entry reloads its aggregates from
+# the scratch file (at 10^5 entries a cache of 200 made the rebuild 2.9 times slower than one
+# of 30,000, 384 s against 132 s; the bench's live set grows with its customers).
+REBUILD_CACHE = 30_000
 PAGE = 1000
 _MISSING = object()
 
