@@ -53,7 +53,7 @@ from ledger.policy import PolicyBook, in_force
 from ledger.readmodels import micros, tally
 from ledger.readqueries import ReadStore, bounds
 from ledger.rebuild import rebuild
-from ledger.recorders import PostgresLedgerRecorder, SQLiteLedgerRecorder
+from ledger.recorders import Recorder, ours
 from ledger.replay import PAGE, batch_as_of, fold
 from ledger.rules import judge_now
 from ledger.transparency import Log
@@ -162,8 +162,7 @@ class Ledger(Application[UUID]):
     @property
     def tlog(self) -> Log:
         if self._log is None:
-            recorder = self.recorder
-            assert isinstance(recorder, SQLiteLedgerRecorder | PostgresLedgerRecorder)
+            recorder = ours(self.recorder)
             self._log = Log(recorder, self.info.origin, self._log_signer)
         return self._log
 
@@ -241,8 +240,7 @@ class Ledger(Application[UUID]):
         theirs has them all. Otherwise every entry's id is added once, in pages."""
         if self._next_seq == 0:
             return
-        recorder = self.recorder
-        assert isinstance(recorder, SQLiteLedgerRecorder | PostgresLedgerRecorder)
+        recorder = ours(self.recorder)
         ends = [*self._entries(0, 1), *self._entries(self._next_seq - 1, 1)]
         if len(self._select_event_ids([e.event_id for e in ends])) == len(
             {e.event_id for e in ends}
@@ -264,8 +262,7 @@ class Ledger(Application[UUID]):
         stored hashes, from its log. Opening counts the rows (`exact`: gaps are found);
         later refreshes only read the highest index."""
         size = self._next_seq
-        recorder = self.recorder
-        assert isinstance(recorder, SQLiteLedgerRecorder | PostgresLedgerRecorder)
+        recorder = ours(self.recorder)
         if recorder.tree_size_stored(exact) >= merkle.stored_hash_count(size):
             return
         log = self.tlog
@@ -453,13 +450,11 @@ class Ledger(Application[UUID]):
         )
 
     def _signed_after(self, keyid: str, after: int) -> list[int]:
-        recorder = self.recorder
-        assert isinstance(recorder, SQLiteLedgerRecorder | PostgresLedgerRecorder)
+        recorder = ours(self.recorder)
         return recorder.signed_after(keyid, after)
 
     def _select_event_ids(self, ids: Sequence[str]) -> dict[str, tuple[int, str]]:
-        recorder = self.recorder
-        assert isinstance(recorder, SQLiteLedgerRecorder | PostgresLedgerRecorder)
+        recorder = ours(self.recorder)
         return recorder.select_event_ids(ids)
 
     # -- reading the ledger and its log --------------------------------------------------------
@@ -759,10 +754,8 @@ class Ledger(Application[UUID]):
         if not self._sees_batch(reader, batch_id):
             raise NotFound(f"no batch {batch_id!r} is recorded")
 
-    def ledger_recorder(self) -> SQLiteLedgerRecorder | PostgresLedgerRecorder:
-        recorder = self.recorder
-        assert isinstance(recorder, SQLiteLedgerRecorder | PostgresLedgerRecorder)
-        return recorder
+    def ledger_recorder(self) -> Recorder:
+        return ours(self.recorder)
 
     # -- evidence bundles (PROTOCOL.md section 9) ---------------------------------------------
 

@@ -46,12 +46,11 @@ from ledger.crypto import decode_public_key, key_id
 from ledger.errors import LedgerError, NotFound
 from ledger.notes import parse_verifier_key, verifier_key
 from ledger.persistence import JsonTranscoder, PydanticMapper, store_env
-from ledger.recorders import PostgresLedgerRecorder, SQLiteLedgerRecorder
+from ledger.recorders import Recorder, ours
 from ledger.signing import is_file, read_signer
 
 __all__ = ["LISTED", "AuditReport", "Problem", "Progress", "audit"]
 
-Recorder = SQLiteLedgerRecorder | PostgresLedgerRecorder
 T = TypeVar("T")
 PAGE = 1000
 NICE = 10
@@ -85,8 +84,7 @@ def audit(
     env = Environment(Ledger.name, {**store_env(store), "CREATE_TABLE": "n"})
     factory = InfrastructureFactory.construct(env)
     try:
-        recorder = factory.application_recorder()
-        assert isinstance(recorder, SQLiteLedgerRecorder | PostgresLedgerRecorder)
+        recorder = ours(factory.application_recorder())
         with scratch_directory(scratch) as directory:
             run = _Audit(store, recorder, log_key, progress or quiet, workers, rebuild)
             report = run.run(directory)

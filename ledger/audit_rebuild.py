@@ -30,12 +30,11 @@ from ledger.audit_sequence import Judged
 from ledger.audit_tables import compare_tables
 from ledger.errors import LedgerError
 from ledger.notes import parse_verifier_key
-from ledger.recorders import PostgresLedgerRecorder, SQLiteLedgerRecorder, StoredRow
+from ledger.recorders import Recorder, SQLiteLedgerRecorder, StoredRow
 from ledger.replay import SetClock
 from ledger.unit import UnitOfWork
 from ledger.views import Outcome
 
-Recorder = SQLiteLedgerRecorder | PostgresLedgerRecorder
 # Aggregates the rebuild keeps in memory, as many as a server does: the live batches, the
 # licenses and the parties an entry touches must fit, or each entry reloads its aggregates from
 # the scratch file (at 10^5 entries a cache of 200 made the rebuild 2.9 times slower than one

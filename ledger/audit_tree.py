@@ -19,10 +19,9 @@ from ledger.audit_scratch import ScratchDatastore
 from ledger.audit_tables import Datastore, Table, merged, read_table
 from ledger.errors import LedgerError
 from ledger.notes import Checkpoint, open_note, parse_checkpoint
-from ledger.recorders import PostgresLedgerRecorder, SQLiteLedgerRecorder
+from ledger.recorders import Recorder
 from ledger.transparency import right_edge
 
-Recorder = SQLiteLedgerRecorder | PostgresLedgerRecorder
 PAGE = 1000
 _TREE = {
     "differs": "differs from the hash recomputed from the entries{more}",

@@ -83,7 +83,7 @@ def _postgres_env(url: str) -> dict[str, str]:
     query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
     env = {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
-        "APPLICATION_RECORDER_TOPIC": "ledger.recorders:PostgresLedgerRecorder",
+        "APPLICATION_RECORDER_TOPIC": "ledger.recorders_postgres:PostgresLedgerRecorder",
         "POSTGRES_DBNAME": unquote(parts.path.lstrip("/")) or "postgres",
         "POSTGRES_HOST": parts.hostname or "127.0.0.1",
         "POSTGRES_PORT": str(parts.port or 5432),

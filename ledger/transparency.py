@@ -21,9 +21,7 @@ from ledger import merkle
 from ledger.crypto import Signer
 from ledger.errors import BadRequest, NotFound
 from ledger.notes import checkpoint_text, sign_note
-from ledger.recorders import CheckpointRow, PostgresLedgerRecorder, SQLiteLedgerRecorder, TreeRow
-
-Recorder = SQLiteLedgerRecorder | PostgresLedgerRecorder
+from ledger.recorders import CheckpointRow, Recorder, TreeRow
 
 
 class TreeDamaged(RuntimeError):

@@ -38,7 +38,7 @@ from ledger.crypto import PAYLOAD_TYPE, pae
 from ledger.envelopes import decode
 from ledger.errors import BadSignature, BatchRefused, Conflict, InvalidEvent, LedgerError, TooLarge
 from ledger.models import built
-from ledger.recorders import PostgresLedgerRecorder, SQLiteLedgerRecorder
+from ledger.recorders import ours
 from ledger.views import Outcome, Receipt
 from tests.support import ORIGIN, START, Clock, World, new_ledger, populate, signer
 
@@ -76,8 +76,7 @@ def digest(envelope: Json) -> str:
 
 
 def event_ids(ledger: Ledger, ids: list[str]) -> dict[str, tuple[int, str]]:
-    recorder = ledger.recorder
-    assert isinstance(recorder, SQLiteLedgerRecorder | PostgresLedgerRecorder)
+    recorder = ours(ledger.recorder)
     return recorder.select_event_ids(ids)
 
 

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from ledger.audit import LISTED, AuditReport, Progress, audit
+from ledger.audit_report import LISTED, AuditReport, Progress
 
 ScratchOpt = Annotated[
     str | None,
@@ -57,6 +57,8 @@ def register(app: typer.Typer) -> None:
 
         Prints every problem and the first bad seq; exit 1 when anything does not hold.
         """
+        from ledger.audit import audit  # here: a server never imports the audit's modules
+
         with _progress() as shown:
             report = audit(
                 store, log_key, shown, workers, allow_uncovered=allow_uncovered, scratch=scratch

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ledger import merkle
 from ledger.application import Ledger
-from ledger.recorders import PostgresLedgerRecorder, SQLiteLedgerRecorder
+from ledger.recorders import ours
 from ledger.transparency import Log, right_edge
 
 ORIGIN = "chipledger.local/bench"
@@ -42,8 +42,7 @@ def tree_log(path: Path, leaves: int, progress: Callable[[str], None]) -> tuple[
     """A store holding the stored hashes of a tree of `leaves` leaves, and a `Log` on it (the
     ledger holds the store open: keep it while the log is used)."""
     ledger = Ledger(str(path))
-    recorder = ledger.recorder
-    assert isinstance(recorder, SQLiteLedgerRecorder | PostgresLedgerRecorder)
+    recorder = ours(ledger.recorder)
     edge: dict[int, bytes] = {}
     for start in range(0, leaves, CHUNK):
         end = min(start + CHUNK, leaves)
