@@ -128,22 +128,26 @@ class ReadStore:
         return found
 
     def existing_streams(self, ids: Sequence[UUID]) -> set[UUID]:
-        """Which of these event streams hold any event (one query)."""
+        """Which of these event streams hold any event (one query). Each id is one probe of
+        the events' primary key that stops at its first row: a `DISTINCT ... IN` let
+        PostgreSQL, without statistics (autovacuum off), plan a parallel scan of the whole
+        table, 92 ms at 10^6 entries against 1.3 ms."""
         if not ids:
             return set()
-        table = f'"{self.dialect.schema}".{self.events_table}'
         with self.datastore.transaction(commit=False) as cursor:
             if self.dialect.postgres:
+                table = f'"{self.dialect.schema}".{self.events_table}'
+                probe = f"SELECT 1 FROM {table} e WHERE e.originator_id = t.id LIMIT 1"  # noqa: S608
                 cursor.execute(
-                    f"SELECT DISTINCT originator_id FROM {table} "  # noqa: S608 (our own name)
-                    "WHERE originator_id = ANY(%s)",
+                    "SELECT t.id AS originator_id FROM unnest(%s::uuid[]) AS t(id), "  # noqa: S608
+                    f"LATERAL ({probe}) AS hit",
                     (list(ids),),
                 )
             else:
-                marks = ",".join("?" * len(ids))
+                marks = ",".join(["(?)"] * len(ids))
                 cursor.execute(
-                    f"SELECT DISTINCT originator_id FROM {self.events_table} "  # noqa: S608
-                    f"WHERE originator_id IN ({marks})",  # placeholders only
+                    f"WITH t(id) AS (VALUES {marks}) SELECT id AS originator_id FROM t "  # noqa: S608
+                    f"WHERE EXISTS (SELECT 1 FROM {self.events_table} WHERE originator_id = t.id)",
                     [i.hex for i in ids],
                 )
             return {UUID(str(row["originator_id"])) for row in cursor.fetchall()}
