@@ -229,7 +229,7 @@ class Ledger(Application[UUID]):
         self._log = None  # its cached right edge may be stale
         if opening:  # stores written by earlier releases get what they lack, once
             self._backfill_event_ids()
-            self._backfill_tree(exact=True)
+            self._backfill_tree()
             if self.reads.position() < self._next_seq:
                 rebuild(self)  # a store written before the read models were kept in it
 
@@ -259,8 +259,9 @@ class Ledger(Application[UUID]):
 
     def _backfill_tree(self, exact: bool = False) -> None:
         """Give a store written before the tree existed, or one that lost rows of it, its
-        stored hashes, from its log. Opening counts the rows (`exact`: gaps are found);
-        later refreshes only read the highest index."""
+        stored hashes, from its log. Opening and refreshes read only the highest index, which
+        a lost row in the middle leaves as it is (the audit finds that row missing; `exact`,
+        the offline `rebuild`, counts the rows one by one: a start must not grow with the log)."""
         size = self._next_seq
         recorder = ours(self.recorder)
         if recorder.tree_size_stored(exact) >= merkle.stored_hash_count(size):
@@ -273,8 +274,10 @@ class Ledger(Application[UUID]):
             log.committed(start + len(found), tree)
 
     def rebuild_read_models(self) -> int:
-        """`chipledger rebuild`: recompute the read models from the log; return its size."""
+        """`chipledger rebuild`: recompute the read models from the log, and restore stored
+        hashes of the tree that were lost; return the log's size."""
         with self._lock:
+            self._backfill_tree(exact=True)
             size = rebuild(self)
             self._refresh()
             return size

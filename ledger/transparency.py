@@ -85,7 +85,7 @@ class Log:
         if lost:
             raise TreeDamaged(
                 f"the log's tree lacks stored hashes {lost[:5]}: the store was damaged; "
-                "reopening the ledger rebuilds them from the log, `chipledger audit` checks it"
+                "`chipledger rebuild` restores them from the log, `chipledger audit` checks it"
             )
         return [found[index] for index in indexes]
 

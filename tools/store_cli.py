@@ -15,7 +15,8 @@ def register(app: typer.Typer) -> None:
     @app.command("rebuild")
     def rebuild_command(store: StoreOpt = DEFAULT_STORE) -> None:
         """Recompute the read models (allocations, serials, flags, counters, their history)
-        from the log. Run it with no server writing to the store; the log is not changed."""
+        from the log, and restore any stored hash of the tree that was lost. Run it with no
+        server writing to the store; the log is not changed."""
         from ledger.application import Ledger
 
         ledger = Ledger(store)
