@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from ledger.aggregates import License, stream_id
+from ledger.aggregates import License, Site, stream_id
 from ledger.asof import AsOf
 from ledger.policy import PolicyBook, in_force
 from ledger.readmodels import Held, micros
@@ -47,7 +47,7 @@ def clocked(
     """What the time-judged rules see for this read: `as_of` a time T is judged at T, a seq
     (or none) at `clock`, on the state after the entries the read includes."""
     rows = reads.rows(about(where), as_of, held=True) if concerned(where) else []
-    held = [Held.of(row) for row in rows if row.held]
+    held = _concerning(where.get("party"), [Held.of(row) for row in rows if row.held], now)
     book_id = stream_id("policy", "book")
     if as_of is None:
         book = now(book_id)
@@ -66,6 +66,19 @@ def clocked(
 
     book = fold(stream(book_id), as_of)
     return Clocked(held, site, license_, _pack(book, judged_at), judged_at)
+
+
+def _concerning(party: str | None, held: list[Held], now: Lookup) -> list[Held]:
+    """For a party's flags, the held batches whose findings can name it: those it owns
+    (`not-installed`) or at a site it operates (`attestation-overdue`; a site's operator
+    never changes, so the site now tells). The others' sites are not folded `as_of`."""
+    if party is None:
+        return held
+    operators: dict[str, str | None] = {}
+    for site_id in {h.site for h in held if h.owner != party}:
+        found = now(stream_id("site", site_id))
+        operators[site_id] = found.operator if isinstance(found, Site) else None
+    return [h for h in held if h.owner == party or operators.get(h.site) == party]
 
 
 def _granted(found: License, as_of: AsOf) -> bool:

@@ -466,6 +466,24 @@ def test_attestation_overdue_counts_from_the_last_attestation_and_reads_as_of(
     assert time_judged(office) == []
 
 
+def test_a_partys_time_judged_flags_are_everyones_that_name_it(office: Office) -> None:
+    """Sold in place: desert-ai owns b-x at dxb-1, which gulf-cloud operates. The overdue
+    attestation names the operator, not the owner, now and as_of."""
+    attested_license(office)
+    sold = office.record("batch.transferred", "gulf-cloud", "desert-ai", batch="b-x",
+                         to="desert-ai").receipt  # fmt: skip
+    office.world.clock.advance(days=91)
+    overdue = time_judged(office, rule="attestation-overdue")
+    assert [flag["party"] for flag in overdue] == ["gulf-cloud"]
+    for as_of in (None, sold["seq"], stamp(office.world.clock.now)):
+        moment = {} if as_of is None else {"as_of": as_of}
+        everyone = time_judged(office, **moment)
+        for party in ("gulf-cloud", "desert-ai", "nvidia"):
+            named = [flag for flag in everyone if flag["party"] == party]
+            assert time_judged(office, party=party, **moment) == named, (party, as_of)
+    assert time_judged(office, party="gulf-cloud") == overdue
+
+
 # -- DOMAIN scenarios 2, 3, 4, 5, 7, 9, 11, 12 -------------------------------------------------
 
 
