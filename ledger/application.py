@@ -20,6 +20,7 @@ from uuid import UUID
 from eventsourcing.application import (
     AggregateNotFoundError,
     Application,
+    Repository,
 )
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError
@@ -48,7 +49,7 @@ from ledger.errors import (
     Unauthenticated,
 )
 from ledger.notes import verifier_key
-from ledger.persistence import store_env
+from ledger.persistence import LedgerRepository, store_env
 from ledger.policy import PolicyBook, in_force
 from ledger.readmodels import micros, tally
 from ledger.readqueries import ReadStore, bounds
@@ -119,6 +120,17 @@ class Ledger(Application[UUID]):
         recorder = self.ledger_recorder()
         self.reads = ReadStore(recorder.datastore, recorder.dialect, recorder.events_table_name)
         self._refresh(opening=True)
+
+    def construct_repository(self) -> Repository[UUID]:
+        """The library's repository and cache, as `env` sets them, projecting with
+        `ledger.persistence.project`."""
+        made = super().construct_repository()
+        return LedgerRepository(
+            event_store=made.event_store,
+            cache_maxsize=int(self.env["AGGREGATE_CACHE_MAXSIZE"]),
+            fastforward=made.fastforward,
+            deepcopy_from_cache=made.deepcopy_from_cache,
+        )
 
     # -- setting up ---------------------------------------------------------------------------
 

@@ -9,11 +9,13 @@ into the library's own settings. The recorders are the library's, each with one 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
+from eventsourcing.application import Repository, project_aggregate
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic, resolve_topic
@@ -96,3 +98,23 @@ def _postgres_env(url: str) -> dict[str, str]:
     if "schema" in query:
         env["POSTGRES_SCHEMA"] = query["schema"]
     return env
+
+
+def project(aggregate: Any, stored: Iterable[Any]) -> Any:
+    """The library's `project_aggregate` without its per-event `isinstance` of a runtime
+    protocol: a third of rebuilding a license or a site (about 30 events each at 10^6
+    entries) went to that check. Every event here is one of `ledger.events`, all mutators."""
+    for event in stored:
+        aggregate = event.mutate(aggregate)
+    return aggregate
+
+
+class LedgerRepository(Repository[UUID]):
+    """The library's repository, rebuilding aggregates with `project`."""
+
+    def _reconstruct_aggregate(
+        self, aggregate_id: UUID, version: int | None, projector_func: Any
+    ) -> Any:
+        if projector_func is project_aggregate:
+            projector_func = project
+        return super()._reconstruct_aggregate(aggregate_id, version, projector_func)
