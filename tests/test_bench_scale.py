@@ -117,3 +117,20 @@ def test_the_world_is_the_same_bytes_every_time() -> None:
     again = [e for _, chunk in ScaleWorld(450, "o.example/x").chunks() for e in chunk]
     assert len(first) == 450
     assert first == again
+
+
+def test_a_postgresql_bench_store_is_analyzed_as_autovacuum_would(pg_store: str) -> None:
+    import psycopg
+
+    built = build(pg_store, 300, lambda line: None)
+    assert built.entries == 300
+    schema = pg_store.rpartition("schema=")[2]
+    with psycopg.connect(pg_store.partition("?")[0]) as conn:
+        rows = conn.execute(
+            "SELECT relname, last_analyze IS NOT NULL FROM pg_stat_user_tables "
+            "WHERE schemaname = %s",
+            (schema,),
+        ).fetchall()
+    analyzed: dict[str, bool] = {name: done for name, done in rows}
+    assert analyzed["ledger_events"] is True  # the planner has statistics at the end
+    assert all(analyzed.values()), analyzed

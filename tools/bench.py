@@ -452,6 +452,24 @@ def _postgres_schemas(url: str) -> Iterator[Callable[[str], str]]:
                 conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
+def analyze(store: str) -> None:
+    """ANALYZE the tables of a postgresql:// bench store (its `?schema=`), as autovacuum does.
+    Autovacuum is off on some machines, this one included; without statistics the planner
+    estimated 76,000 rows for one aggregate's stream at 6x10^5 entries and read it with a
+    parallel scan and JIT, 15-80 ms instead of 0.3 ms."""
+    import psycopg
+
+    parts = urlsplit(store)
+    schema = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p).get("schema")
+    plain = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    with psycopg.connect(plain, autocommit=True) as conn:
+        names = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema or "public",)
+        ).fetchall()
+        for (name,) in names:
+            conn.execute(f'ANALYZE "{schema or "public"}"."{name}"')
+
+
 # -- measurements ---------------------------------------------------------------------------
 
 

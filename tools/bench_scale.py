@@ -28,7 +28,7 @@ from ledger.application import Ledger
 from ledger.errors import BadRequest
 from ledger.signing import write_secret
 from ledger.wire import format_time
-from tools.bench import BenchFailed, _describe, _postgres_schemas, signer
+from tools.bench import BenchFailed, _describe, _postgres_schemas, analyze, signer
 from tools.bench_custody import ScaleWorld
 from tools.bench_probe import AuditRun, Request, rss, run_audit, serving, time_reads
 from tools.bench_report import Measured, ScaleReport
@@ -38,6 +38,7 @@ BASELINE = 10_000
 READS, QUICK_READS = 200, 30
 BUDGET_S, QUICK_BUDGET_S = 60.0, 15.0  # per measure and ledger; then at least 3 reads
 LOG_KEY = signer("scale:log")
+ANALYZE_EVERY = 100_000  # entries between ANALYZEs of a PostgreSQL bench store
 Progress = Callable[[str], None]
 
 
@@ -76,12 +77,17 @@ def build(store: str, entries: int, progress: Progress) -> Built:
         ledger.initialise(origin, world.stream.key("bis").public_key_b64, LOG_KEY.public_key)
         ledger.use_log_key(LOG_KEY)
         started = last = time.perf_counter()
+        postgres = store.startswith(("postgresql://", "postgres://"))
         for when, envelopes in world.chunks():
             clock.now = when
             ledger.submit_batch({"envelopes": envelopes})
+            if postgres and ledger.size() % ANALYZE_EVERY < len(envelopes):
+                analyze(store)  # as autovacuum would (it may be off)
             if time.perf_counter() - last > 10:
                 last = time.perf_counter()
                 progress(f"  {ledger.size():,} of {entries:,} entries in {last - started:.0f} s")
+        if postgres:
+            analyze(store)
         if ledger.size() != entries:
             raise BenchFailed(f"the bench ledger holds {ledger.size()} entries, not {entries}")
     finally:
