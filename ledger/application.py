@@ -119,6 +119,7 @@ class Ledger(Application[UUID]):
         self._position = 0  # the last notification id this process has seen
         recorder = self.ledger_recorder()
         self.reads = ReadStore(recorder.datastore, recorder.dialect, recorder.events_table_name)
+        self.grants = timejudged.Grants(lambda: self.repository)
         self._refresh(opening=True)
 
     def construct_repository(self) -> Repository[UUID]:
@@ -647,7 +648,13 @@ class Ledger(Application[UUID]):
             self._sync()
             found = self.reads.flags(where, as_of)
             seen = timejudged.clocked(
-                self.reads, self.repository_get, self.events.get, where, as_of, self.clock()
+                self.reads,
+                self.repository_get,
+                self.events.get,
+                where,
+                as_of,
+                self.clock(),
+                self.grants,
             )
             found += [
                 flag

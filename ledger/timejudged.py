@@ -14,11 +14,13 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.application import AggregateNotFoundError
+
 from ledger.aggregates import License, Site, stream_id
 from ledger.asof import AsOf
 from ledger.policy import PolicyBook, in_force
 from ledger.readmodels import Held, micros
-from ledger.readqueries import ReadStore, bounds
+from ledger.readqueries import LRU, ReadStore, bounds
 from ledger.replay import fold
 from ledger.rules import TIME_JUDGED, Clocked
 
@@ -40,9 +42,31 @@ def concerned(where: dict[str, str]) -> bool:
     return where.get("rule") in (None, *TIME_JUDGED_IDS)
 
 
+class Grants:
+    """Licenses as granted: each from its first event only (its terms, when it was granted),
+    in a bounded cache. A license's stream grows by a citation per export under it; the
+    time-judged rules read only its terms, which never change."""
+
+    def __init__(self, repository: Callable[[], Any], size: int = 20_000) -> None:
+        self.repository = repository  # the ledger's, which a reread replaces
+        self.found: LRU[str, License] = LRU(size)
+
+    def __call__(self, license_id: str) -> License | None:
+        found = self.found.get(license_id)
+        if found is None:
+            try:
+                found = self.repository().get(stream_id("license", license_id), version=1)
+            except AggregateNotFoundError:
+                return None
+            if not isinstance(found, License):
+                return None
+            self.found.put(license_id, found)
+        return found
+
+
 def clocked(
     reads: ReadStore, now: Lookup, stream: Stream, where: dict[str, str], as_of: AsOf | None,
-    clock: datetime,
+    clock: datetime, grants: Grants,
 ) -> Clocked:  # fmt: skip
     """What the time-judged rules see for this read: `as_of` a time T is judged at T, a seq
     (or none) at `clock`, on the state after the entries the read includes."""
@@ -51,7 +75,7 @@ def clocked(
     book_id = stream_id("policy", "book")
     if as_of is None:
         book = now(book_id)
-        return Clocked(held, _named(now, "site"), _named(now, "license"), _pack(book, clock), clock)
+        return Clocked(held, _named(now, "site"), grants, _pack(book, clock), clock)
     judged_at = as_of.at if as_of.at is not None else clock
     sites: dict[str, Any] = {}
 
@@ -61,8 +85,8 @@ def clocked(
         return sites[site_id]
 
     def license_(license_id: str) -> Any:
-        found = now(stream_id("license", license_id))
-        return found if isinstance(found, License) and _granted(found, as_of) else None
+        found = grants(license_id)
+        return found if found is not None and _granted(found, as_of) else None
 
     book = fold(stream(book_id), as_of)
     return Clocked(held, site, license_, _pack(book, judged_at), judged_at)
