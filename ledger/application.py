@@ -175,7 +175,7 @@ class Ledger(Application[UUID]):
     @property
     def tlog(self) -> Log:
         if self._log is None:
-            recorder = ours(self.recorder)
+            recorder = self.ledger_recorder()
             self._log = Log(recorder, self.info.origin, self._log_signer)
         return self._log
 
@@ -253,7 +253,7 @@ class Ledger(Application[UUID]):
         theirs has them all. Otherwise every entry's id is added once, in pages."""
         if self._next_seq == 0:
             return
-        recorder = ours(self.recorder)
+        recorder = self.ledger_recorder()
         ends = [*self._entries(0, 1), *self._entries(self._next_seq - 1, 1)]
         if len(self._select_event_ids([e.event_id for e in ends])) == len(
             {e.event_id for e in ends}
@@ -276,7 +276,7 @@ class Ledger(Application[UUID]):
         a lost row in the middle leaves as it is (the audit finds that row missing; `exact`,
         the offline `rebuild`, counts the rows one by one: a start must not grow with the log)."""
         size = self._next_seq
-        recorder = ours(self.recorder)
+        recorder = self.ledger_recorder()
         if recorder.tree_size_stored(exact) >= merkle.stored_hash_count(size):
             return
         log = self.tlog
@@ -466,12 +466,10 @@ class Ledger(Application[UUID]):
         )
 
     def _signed_after(self, keyid: str, after: int) -> list[int]:
-        recorder = ours(self.recorder)
-        return recorder.signed_after(keyid, after)
+        return self.ledger_recorder().signed_after(keyid, after)
 
     def _select_event_ids(self, ids: Sequence[str]) -> dict[str, tuple[int, str]]:
-        recorder = ours(self.recorder)
-        return recorder.select_event_ids(ids)
+        return self.ledger_recorder().select_event_ids(ids)
 
     # -- reading the ledger and its log --------------------------------------------------------
 
@@ -777,7 +775,7 @@ class Ledger(Application[UUID]):
             raise NotFound(f"no batch {batch_id!r} is recorded")
 
     def ledger_recorder(self) -> Recorder:
-        return ours(self.recorder)
+        return ours(self.recorder)  # the one place that narrows the library's recorder
 
     # -- evidence bundles (PROTOCOL.md section 9) ---------------------------------------------
 
